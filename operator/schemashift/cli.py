@@ -1,0 +1,259 @@
+"""The `schemashift` command line: one function per command, argument handling only."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from schemashift import errors, project, redact
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _common_options(func: F) -> F:
+    options = [
+        click.option("--database-url", envvar="SCHEMASHIFT_DATABASE_URL", show_envvar=True,
+                     help="PostgreSQL URL (postgresql://user:pass@host/db)."),
+        click.option("--metadata", "metadata_ref", envvar="SCHEMASHIFT_METADATA",
+                     show_envvar=True, help="Models: MODULE:ATTR naming a MetaData or a Base."),
+        click.option("--migrations", type=click.Path(path_type=Path),
+                     envvar="SCHEMASHIFT_MIGRATIONS", show_envvar=True,
+                     help="Alembic script directory."),
+        click.option("--env", "environment", default="development", show_default=True,
+                     type=click.Choice(project.ENVIRONMENTS), envvar="SCHEMASHIFT_ENV",
+                     show_envvar=True, help="Which safety policy applies."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Machine-readable output."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _project(kwargs: dict[str, Any]) -> project.Project:
+    return project.Project(
+        database_url=kwargs.pop("database_url"),
+        metadata_ref=kwargs.pop("metadata_ref"),
+        migrations_dir=kwargs.pop("migrations"),
+        environment=project.parse_environment(kwargs.pop("environment")),
+    )
+
+
+def _module(name: str) -> Any:
+    # Imported on use: the operator's and Kubernetes client's imports cost a second at start-up.
+    return importlib.import_module(f"schemashift.{name}")
+
+
+def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _run_options(**kwargs: Any) -> Any:
+    return _module("runner").RunOptions(**kwargs)
+
+
+def _runner_options(func: F) -> F:
+    options = [
+        click.option("--target", default="head", show_default=True, envvar="SCHEMASHIFT_TARGET",
+                     help="Revision id or 'head'."),
+        click.option("--backup-url", envvar="SCHEMASHIFT_BACKUP_URL",
+                     help="s3://bucket/prefix/ for the verified pg_dump taken before changes."),
+        click.option("--rollback-policy", default="downgrade", show_default=True,
+                     envvar="SCHEMASHIFT_ROLLBACK_POLICY",
+                     type=click.Choice(["downgrade", "restore", "none"])),
+        click.option("--dry-run", is_flag=True, envvar="SCHEMASHIFT_DRY_RUN",
+                     help="Plan only: change nothing."),
+        click.option("--lock-timeout", default="5s", show_default=True,
+                     envvar="SCHEMASHIFT_LOCK_TIMEOUT", help="Per-attempt lock_timeout."),
+        click.option("--statement-timeout", default="0s", show_default=True,
+                     envvar="SCHEMASHIFT_STATEMENT_TIMEOUT", help="0s means none."),
+        click.option("--lock-retries", default=10, show_default=True, type=int,
+                     envvar="SCHEMASHIFT_LOCK_RETRIES"),
+        click.option("--lint", "lint_mode", default="block", show_default=True,
+                     envvar="SCHEMASHIFT_LINT", type=click.Choice(["block", "warn", "off"])),
+        click.option("--allow", "allow", multiple=True, envvar="SCHEMASHIFT_ALLOW",
+                     help="Lint rule accepted for this run (repeatable)."),
+        click.option("--lock-wait", default="60s", show_default=True,
+                     envvar="SCHEMASHIFT_LOCK_WAIT",
+                     help="How long to wait for another migration's lock on this database."),
+        click.option("--verify-models", is_flag=True, envvar="SCHEMASHIFT_VERIFY_MODELS",
+                     help="After migrating, fail if the database still differs from the models."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="schemashift")
+def cli() -> None:
+    """Safe PostgreSQL schema changes for SQLAlchemy models: detect, generate, plan, apply."""
+
+
+@cli.command("detect-schema-changes")
+@_common_options
+def detect_schema_changes(as_json: bool, **kwargs: Any) -> None:
+    """Show how the database differs from the models (exit 0 either way)."""
+    report = _module("diff").detect(_project(kwargs))
+    _emit(as_json, report.to_dict(), report.to_text())
+
+
+cli.add_command(detect_schema_changes, "detect")
+
+
+@cli.command("check")
+@_common_options
+def check(as_json: bool, **kwargs: Any) -> None:
+    """CI gate: exit 1 when the models and the database differ."""
+    report = _module("diff").detect(_project(kwargs))
+    _emit(as_json, report.to_dict(), report.to_text())
+    if report.has_changes:
+        sys.exit(errors.EXIT_FAILED)
+
+
+@cli.command("create-model-migration")
+@_common_options
+@click.option("-m", "--message", required=True, help="What the revision does.")
+@click.option("--rename", "renames", multiple=True, metavar="OLD:NEW",
+              help="Treat a dropped+added table or column (table.old:table.new) as a rename.")
+@click.option("--apply", "apply_now", is_flag=True, help="Upgrade the database right after.")
+def create_model_migration(
+    as_json: bool, message: str, renames: tuple[str, ...], apply_now: bool, **kwargs: Any
+) -> None:
+    """Write an Alembic revision (upgrade and downgrade) from the model changes."""
+    path = _module("generate").create_model_migration(
+        _project(kwargs), message=message, renames=list(renames), apply=apply_now
+    )
+    _emit(as_json, {"path": str(path)}, f"Created migration file: {path}")
+
+
+@cli.command("sync-models-to-db")
+@_common_options
+def sync_models_to_db(as_json: bool, **kwargs: Any) -> None:
+    """Development only: create missing tables and columns; never drops or alters."""
+    _module("generate").sync_models_to_db(_project(kwargs), echo=click.echo)
+
+
+@cli.command("plan")
+@_common_options
+@click.option("--target", default="head", show_default=True, help="Revision id or 'head'.")
+def plan_command(as_json: bool, target: str, **kwargs: Any) -> None:
+    """Revisions to apply, their stages, lint and integrity findings, and the SQL."""
+    result = _module("plan").build_plan(_project(kwargs), target=target)
+    _emit(as_json, result.to_dict(), result.to_text())
+
+
+@cli.command("apply")
+@_common_options
+@_runner_options
+def apply(as_json: bool, **kwargs: Any) -> None:
+    """Local mode: the same pipeline the Job runs (lock, backup, stages, verify, rollback)."""
+    runner = _module("runner")
+    proj = _project(kwargs)
+    result = runner.apply(proj, _run_options(**kwargs), runner.local_reporter(as_json))
+    sys.exit(result.exitCode)
+
+
+@cli.command("run-job")
+@_common_options
+@_runner_options
+@click.option("--resource", envvar="SCHEMASHIFT_RESOURCE", metavar="NAMESPACE/NAME",
+              help="SchemaMigration whose status receives live progress.")
+@click.option("--termination-log", type=click.Path(path_type=Path),
+              envvar="SCHEMASHIFT_TERMINATION_LOG", default="/dev/termination-log",
+              show_default=True, help="Where the final result is written for the operator.")
+def run_job(as_json: bool, resource: str | None, termination_log: Path, **kwargs: Any) -> None:
+    """The Kubernetes Job's entrypoint (options come from the environment the operator sets)."""
+    runner = _module("runner")
+    proj = _project(kwargs)
+    reporter = _module("kube").job_reporter(resource)
+    result = runner.apply(proj, _run_options(**kwargs), reporter)
+    runner.write_termination_message(result, termination_log)
+    sys.exit(result.exitCode)
+
+
+@cli.command("backup")
+@_common_options
+@click.option("--backup-url", required=True, envvar="SCHEMASHIFT_BACKUP_URL",
+              help="s3://bucket/prefix/")
+def backup(as_json: bool, backup_url: str, **kwargs: Any) -> None:
+    """Take a verified pg_dump into object storage."""
+    runner = _module("runner")
+    status = runner.backup(_project(kwargs), backup_url, runner.local_reporter(as_json))
+    _emit(as_json, status.__dict__, f"Backup verified: {status.url} ({status.sizeBytes} bytes, "
+          f"sha256 {status.sha256})")
+
+
+@cli.command("restore")
+@_common_options
+@click.argument("url")
+@click.option("--clean", is_flag=True, help="Drop existing objects before restoring.")
+@click.option("--jobs", "-j", default=1, show_default=True, type=int,
+              help="Parallel restore (downloads the archive to a file first).")
+def restore(as_json: bool, url: str, clean: bool, jobs: int, **kwargs: Any) -> None:
+    """Restore a backup taken by schemashift into the database."""
+    runner = _module("runner")
+    runner.restore(_project(kwargs), url, clean=clean, jobs=jobs,
+                   reporter=runner.local_reporter(as_json))
+    _emit(as_json, {"restored": url}, f"Restored {url}")
+
+
+@cli.command("operator")
+@click.option("--namespace", "-n", "namespaces", multiple=True,
+              help="Watch only these namespaces (default: all).")
+@click.option("--liveness", default="http://0.0.0.0:8080/healthz", show_default=True,
+              envvar="SCHEMASHIFT_LIVENESS")
+@click.option("--metrics-port", default=9090, show_default=True, type=int,
+              envvar="SCHEMASHIFT_METRICS_PORT")
+@click.option("--job-image", envvar="SCHEMASHIFT_JOB_IMAGE",
+              help="Image for Jobs when a resource names none (default: spec.migrations.image).")
+def operator(namespaces: tuple[str, ...], liveness: str, metrics_port: int,
+             job_image: str | None) -> None:
+    """Run the Kubernetes operator (kopf)."""
+    _module("operator").run(namespaces=list(namespaces), liveness=liveness,
+                            metrics_port=metrics_port, job_image=job_image)
+
+
+@cli.command("wait")
+@click.argument("name")
+@click.option("--namespace", "-n", envvar="SCHEMASHIFT_NAMESPACE", default=None,
+              help="Default: the pod's namespace, else the kubeconfig's.")
+@click.option("--timeout", default="30m", show_default=True,
+              help="Give up after this long (keep it below helm's --timeout).")
+def wait(name: str, namespace: str | None, timeout: str) -> None:
+    """Block until a SchemaMigration is Succeeded; exit 1 on Failed/RolledBack (Helm hooks)."""
+    sys.exit(_module("kube").wait_for(name, namespace=namespace, timeout=timeout, echo=click.echo))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(errors.EXIT_USAGE)
+    except errors.SchemashiftError as exc:
+        click.echo(f"error: {redact.redact(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        if os.environ.get("SCHEMASHIFT_DEBUG"):
+            raise
+        click.echo(f"error: unexpected {type(exc).__name__}: {redact.redact(str(exc))}\n"
+                   "  hint: rerun with SCHEMASHIFT_DEBUG=1 for a traceback, and report it",
+                   err=True)
+        sys.exit(errors.EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    main()

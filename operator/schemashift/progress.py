@@ -1,0 +1,127 @@
+"""What the runner tells the world while it works, and the result it ends with.
+
+One interface, several outputs: JSON lines on stdout (local mode), the SchemaMigration status
+(in the Job, wired by kube/), and the pod's termination message for the final result, which must
+survive any API hiccup. Every event is a flat JSON object with an "event" key.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, TextIO
+
+Phase = Literal[
+    "Pending", "Planning", "AwaitingApproval", "BackingUp", "Migrating", "Verifying",
+    "Succeeded", "Failed", "RollingBack", "RolledBack",
+]
+Outcome = Literal["Succeeded", "Failed", "RolledBack", "Planned"]
+StageState = Literal["Pending", "Running", "Succeeded", "Failed", "RolledBack"]
+
+# The kubelet truncates a termination message beyond 4096 bytes.
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class StageStatus:
+    name: str
+    revision: str
+    state: StageState = "Pending"
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    attempts: int = 0
+    message: str | None = None
+
+
+@dataclass
+class BackupStatus:
+    url: str
+    sizeBytes: int = 0
+    sha256: str | None = None
+    verified: bool = False
+    completedAt: str | None = None
+
+
+@dataclass
+class RunResult:
+    """The final word of a run; the operator treats it as the authority (termination message)."""
+
+    outcome: Outcome
+    reason: str
+    message: str
+    exitCode: int
+    fromRevision: str | None = None
+    targetRevision: str | None = None
+    currentRevision: str | None = None
+    planHash: str | None = None
+    stages: list[StageStatus] = field(default_factory=list)
+    backup: BackupStatus | None = None
+    undone: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def termination_message(self) -> str:
+        """Compact JSON under the kubelet's limit: drops stage messages, then stages, if needed."""
+        data = self.to_dict()
+        text = json.dumps(data, separators=(",", ":"))
+        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+            for stage in data["stages"]:
+                stage["message"] = None
+            text = json.dumps(data, separators=(",", ":"))
+        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+            data["stages"] = []
+            data["message"] = data["message"][:1000]
+            text = json.dumps(data, separators=(",", ":"))
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        stages = [StageStatus(**s) for s in data.get("stages") or []]
+        backup = BackupStatus(**data["backup"]) if data.get("backup") else None
+        fields = {k: v for k, v in data.items() if k not in {"stages", "backup"}}
+        return cls(**fields, stages=stages, backup=backup)
+
+
+class Reporter(Protocol):
+    def emit(self, event: str, **fields: Any) -> None:
+        """Record one event, e.g. emit("phase", phase="BackingUp", message="…")."""
+
+
+class JsonLinesReporter:
+    """Local mode: one JSON object per line on stdout."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+
+    def emit(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "time": now(), **fields}
+        self.stream.write(json.dumps(record, default=_jsonable) + "\n")
+        self.stream.flush()
+
+
+class FanOutReporter:
+    """Sends each event to several reporters; one failing output never stops the run."""
+
+    def __init__(self, reporters: Iterable[Reporter]):
+        self.reporters = list(reporters)
+
+    def emit(self, event: str, **fields: Any) -> None:
+        for reporter in self.reporters:
+            try:
+                reporter.emit(event, **fields)
+            except Exception as exc:  # a status write failing must not fail a migration
+                print(f"schemashift: progress output failed: {exc}", file=sys.stderr)
+
+
+def _jsonable(value: object) -> object:
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)  # type: ignore[call-overload]
+    return str(value)

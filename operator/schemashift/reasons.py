@@ -1,0 +1,41 @@
+"""Every condition/result reason, in one place (as CloudNativePG does).
+
+A reason is a CamelCase word that a user can look up in the README's troubleshooting table; the
+runner puts it in its result, the operator copies it into conditions and events.
+"""
+
+from __future__ import annotations
+
+# Success and progress
+SUCCEEDED = "Succeeded"
+PLANNED = "Planned"
+DRY_RUN = "DryRunCompleted"
+UP_TO_DATE = "AlreadyAtTarget"
+BACKUP_VERIFIED = "BackupVerified"
+ROLLED_BACK_DOWNGRADE = "RolledBackByDowngrade"
+ROLLED_BACK_RESTORE = "RolledBackByRestore"
+
+# Refused before anything changed
+INVALID_INPUT = "InvalidInput"
+MULTIPLE_HEADS = "MultipleHeads"
+UNKNOWN_REVISION = "UnknownRevision"
+LINT_BLOCKED = "LintBlocked"
+INTEGRITY_CHECK_FAILED = "IntegrityCheckFailed"
+BACKUP_REQUIRED = "BackupRequired"
+PG_DUMP_TOO_OLD = "PgDumpTooOld"
+LOCKED_BY_ANOTHER_MIGRATION = "LockedByAnotherMigration"
+
+# Infrastructure
+DATABASE_UNREACHABLE = "DatabaseUnreachable"
+STORAGE_UNREACHABLE = "StorageUnreachable"
+STORAGE_ACCESS_DENIED = "StorageAccessDenied"
+BUCKET_NOT_FOUND = "BucketNotFound"
+BACKUP_FAILED = "BackupFailed"
+BACKUP_VERIFY_FAILED = "BackupVerificationFailed"
+
+# Failures while migrating
+MIGRATION_FAILED = "MigrationFailed"
+LOCK_RETRIES_EXHAUSTED = "LockRetriesExhausted"
+ROLLBACK_FAILED = "RollbackFailed"
+NOT_ROLLED_BACK = "FailedWithoutRollback"
+VERIFY_FAILED = "VerificationFailed"

@@ -1,0 +1,104 @@
+"""The Alembic script directory: config, heads, and the revision a database is at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy.engine import Connection
+
+from schemashift import errors
+
+INI_NAME = "alembic.ini"
+
+
+def alembic_config(migrations_dir: Path, database_url: str | None = None) -> Config:
+    """Config for a script directory; an existing `alembic.ini` beside or inside it is honoured."""
+    migrations_dir = migrations_dir.resolve()
+    ini = _find_ini(migrations_dir)
+    config = Config(str(ini)) if ini else Config()
+    if ini is None or not config.get_main_option("script_location"):
+        config.set_main_option("script_location", str(migrations_dir))
+    if database_url:
+        config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def _find_ini(migrations_dir: Path) -> Path | None:
+    for candidate in (migrations_dir / INI_NAME, migrations_dir.parent / INI_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def script_directory(config: Config) -> ScriptDirectory:
+    location = config.get_main_option("script_location") or "?"
+    if not Path(location).is_dir():
+        raise errors.UsageError(
+            f"migrations directory {location} does not exist",
+            hint="create it with `schemashift create-model-migration -m 'initial'`",
+        )
+    try:
+        script = ScriptDirectory.from_config(config)
+        script.get_heads()
+    except CommandError as exc:
+        raise errors.UsageError(
+            f"migrations directory {location} is not a usable Alembic script directory: {exc}",
+            hint="it needs env.py, script.py.mako and versions/; recreate it or fix the revision",
+        ) from None
+    if not (Path(script.dir) / "env.py").is_file():
+        raise errors.UsageError(
+            f"migrations directory {location} has no env.py",
+            hint="restore env.py, or remove the directory and rerun create-model-migration",
+        )
+    return script
+
+
+def single_head(script: ScriptDirectory) -> str | None:
+    """The one head revision (None for an empty history); refuses a branched history."""
+    heads = script.get_heads()
+    if len(heads) > 1:
+        raise errors.UsageError(
+            f"the migration history has {len(heads)} heads: {', '.join(sorted(heads))}",
+            hint="merge them with `alembic merge heads -m 'merge'` before migrating",
+            reason="MultipleHeads",
+        )
+    return heads[0] if heads else None
+
+
+def current_revisions(conn: Connection) -> tuple[str, ...]:
+    """Revisions recorded in alembic_version; empty when the database was never stamped."""
+    return tuple(MigrationContext.configure(conn).get_current_heads())
+
+
+def current_revision(conn: Connection) -> str | None:
+    revisions = current_revisions(conn)
+    if len(revisions) > 1:
+        raise errors.UsageError(
+            f"the database records {len(revisions)} revisions at once: {', '.join(revisions)}",
+            hint="merge the branches in the history and upgrade to the merge revision",
+            reason="MultipleHeads",
+        )
+    return revisions[0] if revisions else None
+
+
+def resolve_target(script: ScriptDirectory, target: str) -> str | None:
+    """A revision id (or prefix), 'head' or 'base' → full id; unknown ones are refused."""
+    if target == "base":
+        return None
+    if target == "head":
+        return single_head(script)
+    try:
+        revision = script.get_revision(target)
+    except CommandError as exc:
+        raise errors.UsageError(
+            f"unknown target revision {target!r}: {exc}",
+            hint="run `schemashift plan` to list revisions, or use 'head'",
+            reason="UnknownRevision",
+        ) from None
+    if revision is None:
+        raise errors.UsageError(f"unknown target revision {target!r}", reason="UnknownRevision")
+    return revision.revision
