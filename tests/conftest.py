@@ -1,3 +1,3 @@
 """Shared fixtures: real servers only (see tests/fixtures/)."""
 
-pytest_plugins = ["tests.fixtures.postgres"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.s3", "tests.fixtures.pg15"]

@@ -194,18 +194,21 @@ def go_command(target: Target, out: Path, tmp: Path) -> list[str]:
 
 def run_with_progress(cmd: Sequence[str], cwd: Path, env: dict[str, str], name: str) -> None:
     """Run a go build; `-v` names each package as it compiles, which we count for progress."""
-    started = time.monotonic()
-    last = started
+    started = last = time.monotonic()
+    counts = {"modules downloaded": 0, "packages compiled": 0}
     tail: list[str] = []
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert proc.stdout is not None
-    for packages, line in enumerate(proc.stdout, start=1):
+    for line in proc.stdout:
+        kind = "modules downloaded" if line.startswith("go: downloading") else "packages compiled"
+        counts[kind] += 1
         tail = [*tail[-40:], line.rstrip()]
         if time.monotonic() - last >= PROGRESS_EVERY_S:
             last = time.monotonic()
-            log(f"  {name}: {packages} packages compiled, {last - started:.0f}s so far")
+            done = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+            log(f"  {name}: {done}; {last - started:.0f}s so far")
     if proc.wait() != 0:
         print("\n".join(tail), file=sys.stderr)
         raise SystemExit(f"building {name} failed (exit {proc.returncode})")
@@ -223,6 +226,8 @@ def build(target: Target, out: Path) -> float:
     log(f"building {target.name} ({' '.join(target.argv)}) ...")
     run_with_progress(go_command(target, out, tmp), target.cwd, env, target.name)
     tmp.replace(out / target.name)  # atomic: readers see the old state or a whole binary
+    if target.install:
+        shutil.rmtree(out / ".gobin", ignore_errors=True)
     elapsed = time.monotonic() - started
     log(f"built {target.name} in {elapsed:.0f}s")
     return elapsed

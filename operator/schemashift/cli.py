@@ -56,7 +56,7 @@ def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 
 def _run_options(**kwargs: Any) -> Any:
-    return _module("runner").RunOptions(**kwargs)
+    return _module("runner.pipeline").RunOptions(**kwargs)
 
 
 def _runner_options(func: F) -> F:
@@ -155,9 +155,9 @@ def plan_command(as_json: bool, target: str, **kwargs: Any) -> None:
 @_runner_options
 def apply(as_json: bool, **kwargs: Any) -> None:
     """Local mode: the same pipeline the Job runs (lock, backup, stages, verify, rollback)."""
-    runner = _module("runner")
+    pipeline = _module("runner.pipeline")
     proj = _project(kwargs)
-    result = runner.apply(proj, _run_options(**kwargs), runner.local_reporter(as_json))
+    result = pipeline.apply(proj, _run_options(**kwargs), pipeline.local_reporter(as_json))
     sys.exit(result.exitCode)
 
 
@@ -171,11 +171,11 @@ def apply(as_json: bool, **kwargs: Any) -> None:
               show_default=True, help="Where the final result is written for the operator.")
 def run_job(as_json: bool, resource: str | None, termination_log: Path, **kwargs: Any) -> None:
     """The Kubernetes Job's entrypoint (options come from the environment the operator sets)."""
-    runner = _module("runner")
+    pipeline = _module("runner.pipeline")
     proj = _project(kwargs)
-    reporter = _module("kube").job_reporter(resource)
-    result = runner.apply(proj, _run_options(**kwargs), reporter)
-    runner.write_termination_message(result, termination_log)
+    reporter = _module("kube.reporter").job_reporter(resource)
+    result = pipeline.apply(proj, _run_options(**kwargs), reporter)
+    pipeline.write_termination_message(result, termination_log)
     sys.exit(result.exitCode)
 
 
@@ -185,8 +185,9 @@ def run_job(as_json: bool, resource: str | None, termination_log: Path, **kwargs
               help="s3://bucket/prefix/")
 def backup(as_json: bool, backup_url: str, **kwargs: Any) -> None:
     """Take a verified pg_dump into object storage."""
-    runner = _module("runner")
-    status = runner.backup(_project(kwargs), backup_url, runner.local_reporter(as_json))
+    status = _module("runner.backup").backup(
+        _project(kwargs), backup_url, _module("runner.pipeline").local_reporter(as_json)
+    )
     _emit(as_json, status.__dict__, f"Backup verified: {status.url} ({status.sizeBytes} bytes, "
           f"sha256 {status.sha256})")
 
@@ -199,9 +200,10 @@ def backup(as_json: bool, backup_url: str, **kwargs: Any) -> None:
               help="Parallel restore (downloads the archive to a file first).")
 def restore(as_json: bool, url: str, clean: bool, jobs: int, **kwargs: Any) -> None:
     """Restore a backup taken by schemashift into the database."""
-    runner = _module("runner")
-    runner.restore(_project(kwargs), url, clean=clean, jobs=jobs,
-                   reporter=runner.local_reporter(as_json))
+    _module("runner.backup").restore(
+        _project(kwargs), url, clean=clean, jobs=jobs,
+        reporter=_module("runner.pipeline").local_reporter(as_json),
+    )
     _emit(as_json, {"restored": url}, f"Restored {url}")
 
 
@@ -229,7 +231,7 @@ def operator(namespaces: tuple[str, ...], liveness: str, metrics_port: int,
               help="Give up after this long (keep it below helm's --timeout).")
 def wait(name: str, namespace: str | None, timeout: str) -> None:
     """Block until a SchemaMigration is Succeeded; exit 1 on Failed/RolledBack (Helm hooks)."""
-    sys.exit(_module("kube").wait_for(name, namespace=namespace, timeout=timeout, echo=click.echo))
+    sys.exit(_module("kube.wait").wait_for(name, namespace=namespace, timeout=timeout, echo=click.echo))
 
 
 def main() -> None:

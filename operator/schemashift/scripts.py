@@ -49,6 +49,12 @@ def script_directory(config: Config) -> ScriptDirectory:
             f"migrations directory {location} is not a usable Alembic script directory: {exc}",
             hint="it needs env.py, script.py.mako and versions/; recreate it or fix the revision",
         ) from None
+    except Exception as exc:  # a revision file that does not import (SyntaxError, ImportError…)
+        raise errors.UsageError(
+            f"migrations directory {location} is not a usable Alembic script directory: "
+            f"a revision file does not load: {type(exc).__name__}: {exc}",
+            hint="fix or remove the revision file named above",
+        ) from None
     if not (Path(script.dir) / "env.py").is_file():
         raise errors.UsageError(
             f"migrations directory {location} has no env.py",

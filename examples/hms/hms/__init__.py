@@ -1,0 +1,1 @@
+"""hms: a small hospital management app whose SQLAlchemy models drive schemashift."""

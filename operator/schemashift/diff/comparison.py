@@ -1,0 +1,126 @@
+"""Models vs. live database through Alembic autogenerate, plus what it cannot see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.autogenerate import produce_migrations
+from alembic.operations import ops
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from schemashift import db
+from schemashift.diff import blindspots, changes, enums, renames
+from schemashift.diff.report import ChangeReport
+from schemashift.project import Project
+
+VERSION_TABLE = "alembic_version"
+
+
+@dataclass
+class Comparison:
+    """Everything one comparison found: Alembic's operations (for generate) and the report."""
+
+    script: ops.MigrationScript
+    enums: list[enums.EnumDelta]
+    report: ChangeReport
+    context: MigrationContext
+    column_renames: list[renames.Rename] = field(default_factory=list)
+    table_renames: list[renames.Rename] = field(default_factory=list)
+
+
+def detect(project: Project) -> ChangeReport:
+    metadata = project.metadata()
+    engine = db.make_engine(project.require_database_url())
+    with db.connect(engine) as conn:
+        return compare(conn, metadata).report
+
+
+def schemas_in(metadata: sa.MetaData) -> set[str | None]:
+    return {None} | {table.schema for table in metadata.tables.values()}
+
+
+def migration_context(conn: Connection, metadata: sa.MetaData) -> MigrationContext:
+    schemas = schemas_in(metadata)
+    default_schema = conn.dialect.default_schema_name
+    wanted = {schema or default_schema for schema in schemas}
+
+    def include_name(name: str | None, type_: str, parents: dict[str, Any]) -> bool:
+        if type_ == "schema":
+            return (name or default_schema) in wanted
+        return not (type_ == "table" and name == VERSION_TABLE)
+
+    opts: dict[str, Any] = {
+        "compare_type": True,
+        "compare_server_default": True,
+        "include_schemas": schemas != {None},
+        "include_name": include_name,
+        "target_metadata": metadata,
+    }
+    return MigrationContext.configure(conn, opts=opts)
+
+
+def compare(conn: Connection, metadata: sa.MetaData) -> Comparison:
+    context = migration_context(conn, metadata)
+    script = produce_migrations(context, metadata)
+    assert script.upgrade_ops is not None
+    diffs = script.upgrade_ops.as_diffs()
+    inspector = sa.inspect(conn)
+    enum_deltas = enums.compare(inspector, metadata, schemas_in(metadata))
+    found = changes.from_diffs(diffs, conn.dialect)
+    for delta in enum_deltas:
+        found += delta.changes()
+    column_renames, table_renames = _renames(diffs, conn.dialect)
+    report = ChangeReport(
+        changes=found,
+        warnings=_warnings(conn, inspector, metadata, diffs),
+        suggestions=[r.suggestion("column") for r in column_renames]
+        + [r.suggestion("table") for r in table_renames],
+    ).sorted()
+    return Comparison(script, enum_deltas, report, context, column_renames, table_renames)
+
+
+def _warnings(
+    conn: Connection, inspector: Any, metadata: sa.MetaData, diffs: list[Any]
+) -> list[str]:
+    added_or_removed = {
+        (d[1].schema, d[1].name) for d in diffs
+        if isinstance(d, tuple) and d[0] in ("add_table", "remove_table")
+    }
+    both = {
+        (table.schema, table.name): table for table in metadata.tables.values()
+        if (table.schema, table.name) not in added_or_removed
+    }
+    database_tables = len(both) + sum(
+        1 for d in diffs if isinstance(d, tuple) and d[0] == "remove_table"
+    )
+    return (
+        blindspots.never_stamped(conn, database_tables)
+        + blindspots.unnamed_constraints(metadata)
+        + blindspots.check_constraints(inspector, metadata, both)
+        + blindspots.sequences(conn, metadata, schemas_in(metadata))
+    )
+
+
+def _renames(
+    diffs: list[Any], dialect: sa.engine.Dialect
+) -> tuple[list[renames.Rename], list[renames.Rename]]:
+    removed_cols: dict[str, dict[str, str]] = {}
+    added_cols: dict[str, dict[str, str]] = {}
+    removed_tables: dict[str, sa.Table] = {}
+    added_tables: dict[str, sa.Table] = {}
+    for diff in diffs:
+        if not isinstance(diff, tuple):
+            continue
+        if diff[0] in ("add_column", "remove_column"):
+            _, schema, table, column = diff
+            target = added_cols if diff[0] == "add_column" else removed_cols
+            key = f"{schema}.{table}" if schema else table
+            target.setdefault(key, {})[column.name] = changes.type_text(column.type, dialect)
+        elif diff[0] in ("add_table", "remove_table"):
+            tables = added_tables if diff[0] == "add_table" else removed_tables
+            tables[diff[1].fullname] = diff[1]
+    return (renames.column_renames(removed_cols, added_cols),
+            renames.table_renames(removed_tables, added_tables))

@@ -1,0 +1,124 @@
+"""The few Kubernetes API calls schemashift makes, over the official client, as plain dicts.
+
+Sync client calls run in a worker thread (`asyncio.to_thread`) so kopf's event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from schemashift import progress, redact
+from schemashift.kube import resource
+
+Body = dict[str, Any]
+_TIMEOUT = 10.0
+
+
+def load_config() -> client.ApiClient:
+    """In a pod: its ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def _json(response: Any) -> Body:
+    return dict(json.loads(response.data))
+
+
+class KubeApi:
+    """What the operator needs from the API server, each call returning JSON-shaped dicts."""
+
+    def __init__(self, api_client: client.ApiClient | None = None):
+        self.api_client = api_client or load_config()
+        self.core = client.CoreV1Api(self.api_client)
+        self.batch = client.BatchV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.instance = socket.gethostname()
+
+    async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Body | None:
+        """The call's JSON body; None for 404."""
+        def run() -> Body | None:
+            try:
+                return _json(func(*args, _preload_content=False, _request_timeout=_TIMEOUT,
+                                  **kwargs))
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+        return await asyncio.to_thread(run)
+
+    async def get_migration(self, namespace: str, name: str) -> Body | None:
+        return await self._call(self.custom.get_namespaced_custom_object, resource.GROUP,
+                                resource.VERSION, namespace, resource.PLURAL, name)
+
+    async def list_migrations(self, namespace: str) -> list[Body]:
+        found = await self._call(self.custom.list_namespaced_custom_object, resource.GROUP,
+                                 resource.VERSION, namespace, resource.PLURAL)
+        return list((found or {}).get("items") or [])
+
+    async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        await self._call(self.custom.patch_namespaced_custom_object_status, resource.GROUP,
+                         resource.VERSION, namespace, resource.PLURAL, name,
+                         {"status": dict(patch)})
+
+    async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
+        """Which keys a Secret has (None when it does not exist); values are dropped at once."""
+        secret = await self._call(self.core.read_namespaced_secret, name, namespace)
+        if secret is None:
+            return None
+        return set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+
+    async def create_job(self, job: Mapping[str, Any]) -> bool:
+        """True when created, False when a Job of that name exists already (adopted)."""
+        try:
+            await self._call(self.batch.create_namespaced_job, job["metadata"]["namespace"],
+                             dict(job))
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def get_job(self, namespace: str, name: str) -> Body | None:
+        return await self._call(self.batch.read_namespaced_job, name, namespace)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        await self._call(self.batch.delete_namespaced_job, name, namespace,
+                         propagation_policy="Background")
+
+    async def job_pods(self, namespace: str, job_name: str) -> list[Body]:
+        found = await self._call(self.core.list_namespaced_pod, namespace,
+                                 label_selector=f"job-name={job_name}")
+        return list((found or {}).get("items") or [])
+
+    async def event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = body["metadata"]
+        stamp = progress.now()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": resource.API_VERSION, "kind": resource.KIND,
+                "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": redact.redact(message)[:1024],
+            "source": {"component": "schemashift-operator"},
+            "reportingComponent": "schemashift.io/operator",
+            "reportingInstance": self.instance,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        await self._call(self.core.create_namespaced_event, meta["namespace"], event)

@@ -1,0 +1,155 @@
+"""The plan: what will run, in which stages, what lint and the live data say about it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+LINT_MODES = ("block", "warn", "off")
+
+
+@dataclass
+class RevisionInfo:
+    revision: str
+    down_revision: str | None
+    message: str
+    path: str
+
+
+@dataclass
+class Stage:
+    name: str
+    revisions: list[str]
+    target: str
+    sql: str
+    autocommit: bool  # uses autocommit_block(): parts run outside a transaction
+
+    @property
+    def sql_sha256(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@dataclass
+class LintFinding:
+    rule: str
+    severity: str  # "error" | "warning"
+    revision: str
+    message: str  # says what is risky and the safe alternative
+
+
+@dataclass
+class IntegrityFinding:
+    check: str  # "not-null" | "unique" | "foreign-key"
+    revision: str
+    table: str
+    columns: list[str]
+    count: int  # rows that would make the change fail
+    message: str
+
+
+@dataclass
+class Plan:
+    from_revision: str | None
+    target_revision: str | None
+    revisions: list[RevisionInfo]
+    stages: list[Stage]
+    lint: list[LintFinding]
+    integrity: list[IntegrityFinding]
+    hash: str
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.revisions
+
+    def blocking(self, lint_mode: str, allow: Iterable[str]) -> list[LintFinding]:
+        """Findings that stop a run: in `block` mode every finding (error or warning) whose rule
+        is not allowed; `warn` and `off` never block (integrity findings are not lint: they
+        always stop a run, see `integrity`)."""
+        if lint_mode not in LINT_MODES:
+            raise ValueError(f"lint mode {lint_mode!r} is not one of {', '.join(LINT_MODES)}")
+        if lint_mode != "block":
+            return []
+        allowed = set(allow)
+        return [finding for finding in self.lint if finding.rule not in allowed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shape the operator stores in `status.plan` (camelCase, no SQL text)."""
+        return {
+            "fromRevision": self.from_revision,
+            "targetRevision": self.target_revision,
+            "revisions": [
+                {"revision": r.revision, "downRevision": r.down_revision, "message": r.message}
+                for r in self.revisions
+            ],
+            "stages": [
+                {
+                    "name": s.name,
+                    "revisions": list(s.revisions),
+                    "target": s.target,
+                    "autocommit": s.autocommit,
+                    "sqlSha256": s.sql_sha256,
+                }
+                for s in self.stages
+            ],
+            "lint": [
+                {"rule": f.rule, "severity": f.severity, "revision": f.revision,
+                 "message": f.message}
+                for f in self.lint
+            ],
+            "integrity": [
+                {"check": f.check, "revision": f.revision, "table": f.table,
+                 "columns": list(f.columns), "count": f.count, "message": f.message}
+                for f in self.integrity
+            ],
+            "hash": self.hash,
+        }
+
+    def to_text(self) -> str:
+        return "\n".join(_text_lines(self)) + "\n"
+
+
+def plan_hash(from_revision: str | None, target_revision: str | None, stages: list[Stage]) -> str:
+    """Changes whenever the database's revision, the target or any stage's SQL changes."""
+    payload = json.dumps(
+        {
+            "from": from_revision,
+            "target": target_revision,
+            "stages": [{"revisions": s.revisions, "sql": s.sql} for s in stages],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _text_lines(plan: Plan) -> list[str]:
+    start = plan.from_revision or "base (empty history)"
+    lines = [f"Database at: {start}", f"Target:      {plan.target_revision or 'base'}"]
+    if plan.is_empty:
+        lines.append("Nothing to apply: the database is already at the target revision.")
+        lines.append(f"Plan hash: {plan.hash}")
+        return lines
+    lines.append(f"Revisions to apply ({len(plan.revisions)}):")
+    lines += [f"  {r.revision}  {r.message}" for r in plan.revisions]
+    lines.append(f"Stages ({len(plan.stages)}):")
+    for stage in plan.stages:
+        note = "  [autocommit block: not one transaction]" if stage.autocommit else ""
+        lines.append(f"  {stage.name}: {', '.join(stage.revisions)}{note}")
+    lines.append(f"Lint findings ({len(plan.lint)}):" if plan.lint else "Lint findings: none")
+    lines += [
+        f"  {f.severity.upper():7} {f.rule} [{f.revision}]: {f.message}" for f in plan.lint
+    ]
+    if plan.integrity:
+        lines.append(f"Integrity findings ({len(plan.integrity)}):")
+        lines += [
+            f"  {f.check} {f.table}({', '.join(f.columns)}) [{f.revision}]: {f.message}"
+            for f in plan.integrity
+        ]
+    else:
+        lines.append("Integrity findings: none")
+    lines.append(f"Plan hash: {plan.hash}")
+    for stage in plan.stages:
+        lines += ["", f"-- Stage {stage.name} ({', '.join(stage.revisions)})", stage.sql.rstrip()]
+    return lines

@@ -1,0 +1,251 @@
+"""Verified backups: `pg_dump -Fc` streamed into object storage, read back and checked; restore.
+
+Key layout under the backup URL's prefix (decided here; the issue left it open):
+
+    <prefix><database>/<YYYYmmddTHHMMSS.fffZ>-<from-revision|base>.dump           verified backup
+    <prefix><database>/<YYYYmmddTHHMMSS.fffZ>-<from-revision|base>.dump.partial   in progress
+
+The dump is uploaded (multipart) to the `.partial` key, read back (size + sha256, and
+`pg_restore --list` parses it), then copied server-side to the `.dump` key with the full metadata
+(sha256, size, verified-at, …) and the `.partial` is deleted. So a `.dump` key exists only for a
+verified backup; a killed run leaves at most an incomplete multipart upload or a `.partial`, which
+listing and restore ignore. Object metadata (x-amz-meta-*) names are the META_* constants below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from schemashift import db, errors, progress, reasons, scripts
+from schemashift.project import Project
+from schemashift.runner import pgrestore, pgtools
+from schemashift.runner.pgtools import check_pg_dump_version, find_pg_tool
+from schemashift.storage import s3
+from schemashift.storage.upload import MultipartUpload, UploadedStream
+
+__all__ = [
+    "backup", "check_pg_dump_version", "find_pg_tool", "list_backups", "restore",
+    "restore_backup", "take_backup",
+]
+
+BACKUP_SUFFIX = ".dump"
+PARTIAL_SUFFIX = ".partial"
+META_DATABASE = "schemashift-database"
+META_FROM_REVISION = "schemashift-from-revision"
+META_PG_DUMP_VERSION = "schemashift-pg-dump-version"
+META_SERVER_VERSION = "schemashift-server-version"
+META_STARTED_AT = "schemashift-started-at"
+META_SHA256 = "schemashift-sha256"
+META_SIZE = "schemashift-size"
+META_VERIFIED_AT = "schemashift-verified-at"
+META_TOC_ENTRIES = "schemashift-toc-entries"
+PROGRESS_INTERVAL_SECONDS = 2.0
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+class Progress:
+    """Progress events for a transfer: at start, every PROGRESS_INTERVAL_SECONDS, at the end."""
+
+    def __init__(self, reporter: progress.Reporter, event: str, url: str):
+        self.reporter = reporter
+        self.event = event
+        self.url = url
+        self.started = time.monotonic()
+        self.last = self.started
+
+    def __call__(self, done: int) -> None:
+        if time.monotonic() - self.last >= PROGRESS_INTERVAL_SECONDS:
+            self.emit("InProgress", done)
+
+    def emit(self, state: str, done: int, **extra: object) -> None:
+        self.last = time.monotonic()
+        elapsed = max(self.last - self.started, 1e-6)
+        self.reporter.emit(self.event, state=state, url=self.url, bytes=done,
+                           mbps=round(done / elapsed / 1e6, 1), **extra)
+
+
+def backup_key(database: str, from_revision: str | None, when: datetime | None = None) -> str:
+    when = when or datetime.now(UTC)
+    stamp = when.strftime("%Y%m%dT%H%M%S.") + f"{when.microsecond // 1000:03d}Z"
+    revision = _UNSAFE_KEY_CHARS.sub("_", from_revision or "base")
+    return f"{quote(database, safe='')}/{stamp}-{revision}{BACKUP_SUFFIX}"
+
+
+def take_backup(database_url: str, backup_url: str, *, from_revision: str | None,
+                reporter: progress.Reporter, pg_bin_dir: Path | None = None
+                ) -> progress.BackupStatus:
+    """Dump the database into object storage; returns only a verified backup."""
+    destination = s3.parse_url(backup_url, prefix=True)
+    store = s3.ObjectStore.from_environment()
+    store.check_access(destination)
+    server_version_num = _server_version_num(database_url)
+    pg_dump_version = check_pg_dump_version(server_version_num, pg_bin_dir)
+    database = db.parse_url(database_url).database or ""
+    final = destination.child(backup_key(database, from_revision))
+    partial = s3.S3Url(final.bucket, final.key + PARTIAL_SUFFIX)
+    metadata = {
+        META_DATABASE: quote(database, safe=""),
+        META_FROM_REVISION: quote(from_revision or "base", safe=""),
+        META_PG_DUMP_VERSION: pg_dump_version,
+        META_SERVER_VERSION: pgtools.server_version_text(server_version_num),
+        META_STARTED_AT: progress.now(),
+    }
+    meter = Progress(reporter, "backup", str(final))
+    meter.emit("InProgress", 0)
+    uploaded = _dump_into(store, partial, metadata, database_url, meter, pg_bin_dir)
+    meter.emit("Uploaded", uploaded.size, sha256=uploaded.sha256)
+    try:
+        entries = _verify(store, partial, uploaded, pg_bin_dir)
+        metadata |= {META_SHA256: uploaded.sha256, META_SIZE: str(uploaded.size),
+                     META_VERIFIED_AT: progress.now(), META_TOC_ENTRIES: str(entries)}
+        store.publish(partial, final, metadata)
+        if store.head(final).size != uploaded.size:
+            store.delete(final)
+            raise errors.MigrationFailed(f"the copy of the verified backup to {final} has the "
+                                         "wrong size", reason=reasons.BACKUP_VERIFY_FAILED)
+    finally:
+        _delete_quietly(store, partial)
+    status = progress.BackupStatus(url=str(final), sizeBytes=uploaded.size,
+                                   sha256=uploaded.sha256, verified=True,
+                                   completedAt=progress.now())
+    meter.emit("Verified", uploaded.size, sha256=uploaded.sha256, entries=entries)
+    return status
+
+
+def _server_version_num(database_url: str) -> int:
+    with db.connect(db.make_engine(database_url)) as conn:
+        return db.server_version_num(conn)
+
+
+def _dump_into(store: s3.ObjectStore, partial: s3.S3Url, metadata: dict[str, str],
+               database_url: str, meter: Progress, pg_bin_dir: Path | None) -> UploadedStream:
+    """pg_dump's stdout into a multipart upload; completed only if pg_dump succeeded."""
+    pg_dump = find_pg_tool("pg_dump", pg_bin_dir)
+    dbname, env = pgtools.connection_args(database_url)
+    upload = MultipartUpload.begin(store, partial, metadata)
+    try:
+        process = subprocess.Popen(
+            [str(pg_dump), "--format=custom", "--no-password", f"--dbname={dbname}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, bufsize=0)
+    except OSError as exc:
+        upload.abort()
+        raise errors.UsageError(f"cannot start {pg_dump}: {exc}",
+                                hint="check the PostgreSQL client tools") from None
+    assert process.stdout is not None and process.stderr is not None
+    stderr = pgtools.OutputTail(process.stderr)
+    try:
+        uploaded = upload.send(process.stdout, meter)
+        returncode = process.wait()
+        if returncode != 0:
+            raise errors.MigrationFailed(
+                f"pg_dump failed (exit {returncode}): "
+                f"{stderr.text(pgtools.password_of(database_url)) or 'no message'}",
+                hint="the database role must be able to read every table (and sequence) it dumps",
+                reason=reasons.BACKUP_FAILED)
+        upload.complete()
+    except BaseException:
+        pgtools.stop(process)
+        upload.abort()
+        raise
+    finally:
+        process.stdout.close()
+    return uploaded
+
+
+def _verify(store: s3.ObjectStore, partial: s3.S3Url, uploaded: UploadedStream,
+            pg_bin_dir: Path | None) -> int:
+    """Read the object back: size and sha256 must match and pg_restore must parse its TOC."""
+    pg_restore = find_pg_tool("pg_restore", pg_bin_dir)
+    process = subprocess.Popen([str(pg_restore), "--list"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+    assert process.stderr is not None
+    listing = pgtools.OutputTail(process.stdout)
+    stderr = pgtools.OutputTail(process.stderr)
+    digest = pgtools.DigestingFeed(process.stdin)
+    try:
+        store.read(partial, digest.feed)
+        digest.close()
+        returncode = process.wait()
+    except BaseException:
+        pgtools.stop(process)
+        raise
+    problems = []
+    if digest.size != uploaded.size:
+        problems.append(f"{digest.size} bytes read back, {uploaded.size} uploaded")
+    if digest.hexdigest() != uploaded.sha256:
+        problems.append("sha256 read back differs from the one computed while uploading")
+    if returncode != 0 or listing.lines == 0:
+        problems.append(f"pg_restore --list cannot parse it: {stderr.text() or 'empty TOC'}")
+    if problems:
+        raise errors.MigrationFailed(
+            f"backup {partial} failed verification: {'; '.join(problems)}",
+            hint="check the object store's health; nothing was recorded as a backup",
+            reason=reasons.BACKUP_VERIFY_FAILED)
+    return listing.lines
+
+
+def _delete_quietly(store: s3.ObjectStore, url: s3.S3Url) -> None:
+    # A leftover .partial is never taken for a backup: failing to delete it is no failure.
+    with contextlib.suppress(errors.SchemashiftError):
+        store.delete(url)
+
+
+def list_backups(backup_url: str, database: str | None = None) -> list[s3.ObjectInfo]:
+    """Verified backups under the prefix (optionally of one database), oldest first.
+
+    Only `.dump` objects carrying the verified-at metadata count: `.partial` objects, incomplete
+    multipart uploads and anything else stored under the prefix are ignored.
+    """
+    prefix = s3.parse_url(backup_url, prefix=True)
+    if database is not None:
+        prefix = prefix.child(quote(database, safe="") + "/")
+    store = s3.ObjectStore.from_environment()
+    candidates = [o for o in store.list(prefix) if o.url.key.endswith(BACKUP_SUFFIX)]
+    verified = [info for info in map(store.head, (o.url for o in candidates))
+                if META_VERIFIED_AT in info.metadata]
+    return sorted(verified, key=lambda o: o.url.key.rsplit("/", 1)[-1])
+
+
+def restore_backup(database_url: str, object_url: str, *, clean: bool, jobs: int,
+                   reporter: progress.Reporter, pg_bin_dir: Path | None = None) -> None:
+    """Restore a verified backup into the database (empty, or existing with `clean`)."""
+    source = s3.parse_url(object_url)
+    if jobs < 1:
+        raise errors.UsageError(f"--jobs must be at least 1, not {jobs}")
+    store = s3.ObjectStore.from_environment()
+    info = store.head(source)
+    if source.key.endswith(PARTIAL_SUFFIX) or META_VERIFIED_AT not in info.metadata \
+            or META_SHA256 not in info.metadata:
+        raise errors.UsageError(
+            f"{source} is not a verified schemashift backup",
+            hint="restore a .dump key listed under the backup prefix; .partial objects are "
+                 "unfinished uploads", reason=reasons.BACKUP_NOT_VERIFIED)
+    pgrestore.run_restore(
+        store, info, expected_sha256=info.metadata[META_SHA256], database_url=database_url,
+        clean=clean, jobs=jobs, meter=Progress(reporter, "restore", str(source)),
+        pg_bin_dir=pg_bin_dir)
+
+
+def backup(project: Project, url: str, reporter: progress.Reporter
+           ) -> progress.BackupStatus:
+    """`schemashift backup --backup-url s3://bucket/prefix/`."""
+    database_url = project.require_database_url()
+    with db.connect(db.make_engine(database_url)) as conn:
+        revisions = scripts.current_revisions(conn)
+    return take_backup(database_url, url, from_revision="+".join(revisions) or None,
+                       reporter=reporter)
+
+
+def restore(project: Project, url: str, *, clean: bool, jobs: int,
+            reporter: progress.Reporter) -> None:
+    """`schemashift restore s3://bucket/…/….dump [--clean] [-j N]`."""
+    restore_backup(project.require_database_url(), url, clean=clean, jobs=jobs,
+                   reporter=reporter)

@@ -1,0 +1,408 @@
+"""The runner: preflight → lock → plan → backup → stages → verify → report, rollback on failure.
+
+The Job (`run-job`) and local mode (`apply`) run this same code. `apply` never raises for a
+failure a user can meet: it returns a RunResult stating exactly where the database is.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+
+from schemashift import db, errors, plan, progress, reasons, redact, scripts
+from schemashift.progress import BackupStatus, Outcome, Phase, Reporter, RunResult, StageStatus
+from schemashift.project import Project
+from schemashift.runner import lock, rollback
+from schemashift.runner.options import RunOptions, parse_duration
+from schemashift.runner.stages import LockRetriesExhausted, Migrator, describe
+
+if TYPE_CHECKING:
+    from schemashift.plan import Plan
+
+__all__ = ["RunOptions", "apply", "local_reporter", "parse_duration", "write_termination_message"]
+
+_FINAL_PHASE: dict[str, Phase] = {
+    "Succeeded": "Succeeded", "Planned": "Succeeded", "Failed": "Failed",
+    "RolledBack": "RolledBack",
+}
+
+
+def apply(project: Project, options: RunOptions, reporter: Reporter) -> RunResult:
+    result = _Run(project, options, reporter).execute()
+    reporter.emit("phase", phase=_FINAL_PHASE[result.outcome], message=result.message)
+    reporter.emit("result", **result.to_dict())
+    return result
+
+
+class _StageFailed(Exception):
+    def __init__(self, cause: BaseException, stage: StageStatus | None, autocommit: bool):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.stage = stage
+        self.autocommit = autocommit
+
+
+@dataclass
+class _Run:
+    project: Project
+    options: RunOptions
+    reporter: Reporter
+    from_revision: str | None = None
+    target_revision: str | None = None
+    current: str | None = None
+    plan_hash: str | None = None
+    stages: list[StageStatus] = field(default_factory=list)
+    backup: BackupStatus | None = None
+    connection: Connection | None = None
+
+    # -- the whole run -------------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        try:
+            return self._preflight_and_run()
+        except errors.SchemashiftError as exc:
+            return self._unchanged(exc.reason, exc.args[0] if exc.args else str(exc),
+                                   exc.exit_code, exc.hint)
+        except Exception as exc:  # a defect must still end in a result, not a traceback
+            return self._unchanged(reasons.MIGRATION_FAILED, f"unexpected {describe(exc)}",
+                                   errors.EXIT_FAILED, "rerun with SCHEMASHIFT_DEBUG=1 and report it")
+
+    def _preflight_and_run(self) -> RunResult:
+        url = self.project.require_database_url()
+        self._phase("Planning", f"preflight: {db.safe_url(url)}")
+        config = scripts.alembic_config(self.project.require_migrations_dir(), url)
+        script = scripts.script_directory(config)
+        scripts.single_head(script)
+        self.target_revision = scripts.resolve_target(script, self.options.target)
+        self._check_policy()
+        with db.connect(db.make_engine(url)) as conn:
+            self.connection = conn
+            self.current = self.from_revision = scripts.current_revision(conn)
+            server_version = db.server_version_num(conn)
+            conn.rollback()
+            if self.options.backup_url:
+                from schemashift.runner import backup as backup_engine
+
+                backup_engine.check_pg_dump_version(server_version)
+            with lock.migration_lock(url, wait_seconds=self.options.lock_wait_s,
+                                     on_wait=self._waiting_for_lock) as held:
+                self._phase("Planning", "holding the migration lock; building the plan")
+                return self._locked(url, config, conn, held)
+
+    def _check_policy(self) -> None:
+        if self.options.dry_run:
+            return
+        if self.project.environment == "production" and not self.options.backup_url:
+            raise errors.PolicyRefused(
+                "production runs need a backup destination: no backup URL given",
+                hint="pass --backup-url s3://bucket/prefix/ (spec.backup.url)",
+                reason=reasons.BACKUP_REQUIRED,
+            )
+        if self.options.policy() == "restore" and not self.options.backup_url:
+            raise errors.PolicyRefused(
+                "rollback policy 'restore' needs a backup, but no backup URL was given",
+                hint="pass --backup-url s3://bucket/prefix/, or use --rollback-policy downgrade",
+                reason=reasons.BACKUP_REQUIRED,
+            )
+
+    def _locked(self, url: str, config: Config, conn: Connection,
+                held: lock.MigrationLock) -> RunResult:
+        the_plan = plan.build_plan_for(conn, config, target=self.options.target)
+        conn.rollback()
+        self._adopt(the_plan)
+        self.reporter.emit("plan", plan=the_plan.to_dict())
+        self._gate(the_plan)
+        if self.options.dry_run:
+            return self._result("Planned", reasons.DRY_RUN,
+                                f"dry run: {_plan_summary(the_plan)}; nothing was changed")
+        if the_plan.is_empty:
+            return self._result("Succeeded", reasons.UP_TO_DATE,
+                                f"already at {self.from_revision or 'base'}: nothing to do")
+        if self.options.backup_url:
+            self._take_backup(url)
+        migrator = Migrator(config, conn, url, self.options, on_retry=self._retrying)
+        undo = rollback.Rollback(
+            migrator=migrator, database_url=url, from_revision=self.from_revision,
+            boundaries=_boundaries(the_plan), backup=self.backup,
+            objects_before=rollback.snapshot_objects(conn), reporter=self.reporter,
+        )
+        try:
+            self._migrate(the_plan, migrator, held)
+            self._verify(migrator)
+        except _StageFailed as failure:
+            return self._roll_back(undo, failure)
+        self.current = migrator.current()
+        return self._result(
+            "Succeeded", reasons.SUCCEEDED,
+            f"migrated from {self.from_revision or 'base'} to {self.current} in "
+            f"{len(self.stages)} stage(s); {self._backup_note()}",
+        )
+
+    # -- plan and gates ------------------------------------------------------------------------
+
+    def _adopt(self, the_plan: Plan) -> None:
+        self.from_revision = self.current = the_plan.from_revision
+        self.target_revision = the_plan.target_revision
+        self.plan_hash = the_plan.hash
+        self.stages = [StageStatus(name=s.name, revision=s.target) for s in the_plan.stages]
+
+    def _gate(self, the_plan: Plan) -> None:
+        blocking = the_plan.blocking(self.options.lint(), self.options.allow)
+        if blocking:
+            lines = "; ".join(f"[{f.rule}] {f.revision}: {f.message}" for f in blocking)
+            raise errors.PolicyRefused(
+                f"lint blocked the run with {len(blocking)} finding(s): {lines}",
+                hint="change the revision as suggested, or accept a rule for this run with "
+                "--allow RULE (spec.safety.allow)",
+                reason=reasons.LINT_BLOCKED,
+            )
+        if the_plan.integrity:
+            lines = "; ".join(f"[{f.check}] {f.revision}: {f.message}" for f in the_plan.integrity)
+            raise errors.CheckFailed(
+                f"integrity check failed, {len(the_plan.integrity)} finding(s): {lines}",
+                hint="fix the data the revision would reject (see the plan), then rerun",
+                reason=reasons.INTEGRITY_CHECK_FAILED,
+            )
+
+    def _take_backup(self, url: str) -> None:
+        from schemashift.runner import backup as backup_engine
+
+        assert self.options.backup_url is not None
+        self._phase("BackingUp", f"backing up to {self.options.backup_url}")
+        self.backup = backup_engine.take_backup(
+            url, self.options.backup_url, from_revision=self.from_revision,
+            reporter=self.reporter,
+        )
+
+    # -- stages, verify, rollback --------------------------------------------------------------
+
+    def _migrate(self, the_plan: Plan, migrator: Migrator, held: lock.MigrationLock) -> None:
+        self._phase("Migrating", f"applying {len(the_plan.stages)} stage(s)")
+        for stage, status in zip(the_plan.stages, self.stages, strict=True):
+            if not held.still_held():
+                raise _StageFailed(errors.MigrationFailed(
+                    "lost the migration lock (its connection closed); stopped before "
+                    f"stage {stage.name}"), None, False)
+            self._stage(status, "Running", startedAt=progress.now(), attempts=1)
+            try:
+                attempts = migrator.upgrade(stage.target)
+                self.current = migrator.current()
+            except Exception as exc:
+                count = exc.attempts if isinstance(exc, LockRetriesExhausted) else status.attempts
+                self._stage(status, "Failed", finishedAt=progress.now(), attempts=count,
+                            message=describe(exc, self._password()))
+                raise _StageFailed(exc, status, stage.autocommit) from exc
+            if self.current != stage.target:
+                self._stage(status, "Failed", finishedAt=progress.now(),
+                            message=f"database records {self.current}, not {stage.target}")
+                raise _StageFailed(errors.MigrationFailed(
+                    f"stage {stage.name} ended with the database at {self.current or 'base'} "
+                    f"instead of {stage.target}"), status, stage.autocommit)
+            self._stage(status, "Succeeded", finishedAt=progress.now(), attempts=attempts.count)
+
+    def _verify(self, migrator: Migrator) -> None:
+        self._phase("Verifying", f"checking the database is at {self.target_revision}")
+        current = migrator.current()
+        if current != self.target_revision:
+            raise _StageFailed(errors.MigrationFailed(
+                f"after all stages the database is at {current or 'base'}, not at the target "
+                f"{self.target_revision}", reason=reasons.VERIFY_FAILED), None, False)
+        if self.options.verify_models:
+            from schemashift import diff
+
+            report = diff.detect(self.project)
+            if report.has_changes:
+                raise _StageFailed(errors.MigrationFailed(
+                    "the migrated database still differs from the models: "
+                    + " ".join(report.to_text().split()), reason=reasons.VERIFY_FAILED),
+                    None, False)
+
+    def _roll_back(self, undo: rollback.Rollback, failure: _StageFailed) -> RunResult:
+        cause = describe(failure.cause, self._password())
+        what = f"stage {failure.stage.name} failed" if failure.stage else "the run failed"
+        self._phase("RollingBack", f"{what}: {cause}; rollback policy {self.options.policy()}")
+        try:
+            done = undo.run(self.options.policy(), partial_commit_possible=failure.autocommit)
+        except Exception as exc:  # keep the report exact even when the rollback itself breaks
+            done = rollback.RollbackOutcome("Failed", reasons.ROLLBACK_FAILED,
+                                            f"rollback raised {describe(exc, self._password())}",
+                                            None)
+            try:
+                done.current = undo.migrator.current()
+            except Exception:
+                done.current = self.current
+        self.current = done.current
+        for status in self.stages:
+            if status.state == "Succeeded" and status.revision in done.undone:
+                self._stage(status, "RolledBack")
+        # The cause names the run's reason when it is one a user acts on (retry later, fix
+        # the models); a failed rollback always wins, since the database needs a human then.
+        cause_reason = getattr(failure.cause, "reason", None)
+        reason = done.reason
+        if done.reason != reasons.ROLLBACK_FAILED and cause_reason in (
+                reasons.LOCK_RETRIES_EXHAUSTED, reasons.VERIFY_FAILED):
+            reason = cause_reason
+        undone = ", ".join(done.undone) if done.undone else "nothing"
+        message = (
+            f"{what}: {cause}. {done.message[0].upper()}{done.message[1:]}. "
+            f"The database is at revision {self.current or 'base'} "
+            f"(run started at {self.from_revision or 'base'}, target {self.target_revision}); "
+            f"undone: {undone}; {self._backup_note()}"
+        )
+        return self._result(done.outcome, reason, message, undone=done.undone)
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def _phase(self, phase: Phase, message: str) -> None:
+        self.reporter.emit("phase", phase=phase, message=redact.redact(message, self._password()))
+
+    def _stage(self, status: StageStatus, state: str, **changes: Any) -> None:
+        status.state = state  # type: ignore[assignment]
+        for name, value in changes.items():
+            setattr(status, name, value)
+        self.reporter.emit("stage", **status.__dict__)
+
+    def _retrying(self, attempt: int, wait: float, why: str) -> None:
+        running = next((s for s in self.stages if s.state == "Running"), None)
+        if running is not None:
+            running.attempts = attempt + 1
+        self.reporter.emit(
+            "lock_retry", stage=running.name if running else None, attempt=attempt,
+            wait_seconds=wait, retries=self.options.lock_retries, message=why,
+        )
+
+    def _waiting_for_lock(self, holder: lock.LockHolder | None) -> None:
+        who = holder.describe() if holder else "another session"
+        self._phase("Planning", f"waiting up to {self.options.lock_wait} for the migration "
+                                f"lock held by {who}")
+
+    def _backup_note(self) -> str:
+        if self.backup is None:
+            return "no backup taken"
+        return f"verified backup at {self.backup.url}"
+
+    def _password(self) -> str | None:
+        if not self.project.database_url:
+            return None
+        try:
+            password = db.parse_url(self.project.database_url).password
+        except errors.UsageError:
+            return None
+        return password if isinstance(password, str) else None
+
+    def _unchanged(self, reason: str, message: str, exit_code: int,
+                   hint: str | None) -> RunResult:
+        text = message.rstrip(".") + ". Nothing was changed"
+        if hint:
+            text += f" (hint: {hint})"
+        return self._result("Failed", reason, text, exit_code=exit_code)
+
+    def _result(self, outcome: Outcome, reason: str, message: str, *,
+                exit_code: int | None = None, undone: list[str] | None = None) -> RunResult:
+        if exit_code is None:
+            exit_code = errors.EXIT_OK if outcome in ("Succeeded", "Planned") else \
+                errors.EXIT_FAILED
+        return RunResult(
+            outcome=outcome, reason=reason, message=redact.redact(message, self._password()),
+            exitCode=exit_code, fromRevision=self.from_revision,
+            targetRevision=self.target_revision, currentRevision=self._read_current(),
+            planHash=self.plan_hash, stages=self.stages, backup=self.backup,
+            undone=list(undone or []),
+        )
+
+    def _read_current(self) -> str | None:
+        """The revision as the database says it at the end (the last known one if unreachable)."""
+        if self.connection is None or self.connection.closed:
+            return self.current
+        try:
+            self.current = scripts.current_revision(self.connection)
+            self.connection.rollback()
+        except Exception:
+            pass
+        return self.current
+
+
+def _boundaries(the_plan: Plan) -> list[tuple[str | None, list[str]]]:
+    before: str | None = the_plan.from_revision
+    result: list[tuple[str | None, list[str]]] = []
+    for stage in the_plan.stages:
+        result.append((before, list(stage.revisions)))
+        before = stage.target
+    return result
+
+
+def _plan_summary(the_plan: Plan) -> str:
+    return (f"{len(the_plan.revisions)} revision(s) in {len(the_plan.stages)} stage(s) from "
+            f"{the_plan.from_revision or 'base'} to {the_plan.target_revision or 'base'}")
+
+
+# -- outputs -------------------------------------------------------------------------------------
+
+
+class HumanReporter:
+    """Local mode without --json: one short line per event; the failure itself on stderr."""
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None):
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def emit(self, event: str, **fields: Any) -> None:
+        line = self._line(event, fields)
+        if line is None:
+            return
+        failed = event == "result" and fields.get("exitCode") not in (0, None)
+        stream = self.err if failed else self.out
+        stream.write(line + "\n")
+        stream.flush()
+
+    def _line(self, event: str, fields: dict[str, Any]) -> str | None:
+        if event == "phase":
+            return f"[{fields.get('phase')}] {fields.get('message', '')}"
+        if event == "plan":
+            return _plan_lines(fields.get("plan") or {})
+        if event == "stage":
+            attempts = fields.get("attempts") or 0
+            tries = f" after {attempts} attempts" if attempts > 1 else ""
+            detail = f": {fields['message']}" if fields.get("message") else ""
+            return f"  stage {fields.get('name')} → {fields.get('revision')}: " \
+                   f"{fields.get('state')}{tries}{detail}"
+        if event == "lock_retry":
+            return f"  lock timeout (attempt {fields.get('attempt')}), retrying in " \
+                   f"{fields.get('wait_seconds')}s: {fields.get('message')}"
+        if event == "result":
+            prefix = "" if fields.get("exitCode") == 0 else "error: "
+            return f"{prefix}{fields.get('outcome')} ({fields.get('reason')}): " \
+                   f"{fields.get('message')}"
+        details = " ".join(f"{k}={v}" for k, v in fields.items())
+        return f"  {event}: {details}"
+
+
+def _plan_lines(data: dict[str, Any]) -> str:
+    revisions = data.get("revisions") or []
+    lines = [f"  plan: {len(revisions)} revision(s), {len(data.get('stages') or [])} stage(s), "
+             f"hash {str(data.get('hash', ''))[:12]}"]
+    for finding in data.get("lint") or []:
+        lines.append(f"  lint {finding.get('severity')} [{finding.get('rule')}] "
+                     f"{finding.get('revision')}: {finding.get('message')}")
+    for finding in data.get("integrity") or []:
+        lines.append(f"  integrity [{finding.get('check')}] {finding.get('message')}")
+    return "\n".join(lines)
+
+
+def local_reporter(as_json: bool) -> Reporter:
+    return progress.JsonLinesReporter() if as_json else HumanReporter()
+
+
+def write_termination_message(result: RunResult, path: Path | str) -> None:
+    """The pod's termination message: the operator's authority on how the run ended."""
+    target = Path(path)
+    try:
+        target.write_text(result.termination_message())
+    except OSError as exc:
+        print(f"schemashift: could not write the termination message to {target}: "
+              f"{exc.strerror or exc}", file=sys.stderr)

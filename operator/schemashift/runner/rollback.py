@@ -1,0 +1,194 @@
+"""Undoing a failed run per policy: downgrade the committed stages, restore the backup, or stop.
+
+Whatever happens, the outcome names the revision the database is at afterwards (read back from
+the database, never assumed) and the revisions that were undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from schemashift import reasons
+from schemashift.progress import BackupStatus, Reporter
+from schemashift.runner.stages import Migrator, describe
+
+ObjectKey = tuple[str, str, str]
+
+# Everything a migration may have created that a `pg_restore --clean` of an older dump leaves
+# behind (it only drops what is in the archive). Extension members belong to their extension.
+_OBJECTS_SQL = """
+SELECT n.nspname, c.relname, c.relkind::text FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                   AND d.objid = c.oid AND d.deptype = 'e')
+UNION ALL
+SELECT n.nspname, t.typname, 'T' FROM pg_type t
+  JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE (t.typtype IN ('e', 'd')
+        OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))
+   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                   AND d.objid = t.oid AND d.deptype = 'e')
+UNION ALL
+SELECT nspname, '', 'N' FROM pg_namespace
+ WHERE nspname <> 'information_schema' AND nspname NOT LIKE 'pg\\_%'
+"""
+
+_DROP_ORDER = {"v": 0, "m": 1, "f": 2, "r": 3, "p": 3, "S": 4, "T": 5, "N": 6}
+_DROP_KIND = {
+    "v": "VIEW", "m": "MATERIALIZED VIEW", "f": "FOREIGN TABLE", "r": "TABLE", "p": "TABLE",
+    "S": "SEQUENCE", "T": "TYPE", "N": "SCHEMA",
+}
+
+
+def snapshot_objects(connection: Connection) -> frozenset[ObjectKey]:
+    try:
+        return frozenset(
+            (str(row[0]), str(row[1]), str(row[2]))
+            for row in connection.execute(sa.text(_OBJECTS_SQL))
+        )
+    finally:
+        connection.rollback()
+
+
+@dataclass
+class RollbackOutcome:
+    outcome: Literal["RolledBack", "Failed"]
+    reason: str
+    message: str
+    current: str | None
+    undone: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Rollback:
+    """What a rollback needs to know about the run it undoes."""
+
+    migrator: Migrator
+    database_url: str
+    from_revision: str | None
+    boundaries: list[tuple[str | None, list[str]]]  # (revision before the stage, its revisions)
+    backup: BackupStatus | None
+    objects_before: frozenset[ObjectKey]
+    reporter: Reporter
+
+    def run(self, policy: str, *, partial_commit_possible: bool = False) -> RollbackOutcome:
+        """Undo per policy. `partial_commit_possible`: the failed stage had an autocommit
+        block, so statements of it may have been committed without its revision stamp."""
+        applied = self._applied(self.migrator.current())
+        restorable = self.backup is not None and policy != "none"
+        if not applied and not (partial_commit_possible and restorable):
+            if partial_commit_possible:
+                return self._outcome(
+                    "Failed", reasons.NOT_ROLLED_BACK,
+                    "the failed stage ran statements outside a transaction (autocommit block); "
+                    "those that completed were not undone", applied)
+            return self._outcome("RolledBack", reasons.ROLLED_BACK_TRANSACTION,
+                                 "the failed stage's transaction was rolled back; nothing had "
+                                 "been committed", applied)
+        if policy == "none":
+            return self._outcome("Failed", reasons.NOT_ROLLED_BACK,
+                                 "rollback policy is none: left as it is", applied)
+        if policy == "downgrade" and not (partial_commit_possible and restorable):
+            problem = self._downgrade()
+            if problem is None:
+                return self._outcome("RolledBack", reasons.ROLLED_BACK_DOWNGRADE,
+                                     "rolled back by running the downgrades", applied)
+            if self.backup is None:
+                return self._outcome("Failed", reasons.ROLLBACK_FAILED,
+                                     f"downgrade failed ({problem}) and there is no backup "
+                                     "to restore", applied)
+            note = f"downgrade failed ({problem}); restored the backup instead"
+        elif policy == "downgrade":
+            note = ("the failed stage may have committed part of an autocommit block, which no "
+                    "downgrade undoes; restored the backup instead")
+        else:
+            note = "restored the backup"
+        if self.backup is None:
+            return self._outcome("Failed", reasons.ROLLBACK_FAILED,
+                                 "rollback policy is restore but there is no backup", applied)
+        problem = self._restore()
+        if problem is not None:
+            return self._outcome("Failed", reasons.ROLLBACK_FAILED,
+                                 f"restoring the backup failed: {problem} (after: {note})",
+                                 applied)
+        return self._outcome("RolledBack", reasons.ROLLED_BACK_RESTORE, note, applied)
+
+    def _all_revisions(self) -> list[str]:
+        return [rev for _, revisions in self.boundaries for rev in revisions]
+
+    def _applied(self, current: str | None) -> list[str]:
+        revisions = self._all_revisions()
+        return revisions[: revisions.index(current) + 1] if current in revisions else []
+
+    def _outcome(self, outcome: Literal["RolledBack", "Failed"], reason: str, what: str,
+                 applied: Sequence[str]) -> RollbackOutcome:
+        try:
+            current = self.migrator.current()
+        except Exception as exc:  # the database went away during the rollback
+            return RollbackOutcome("Failed", reasons.ROLLBACK_FAILED,
+                                   f"{what}; then could not read the revision: {describe(exc)}",
+                                   None, [])
+        still = self._applied(current)
+        undone = [rev for rev in reversed(applied) if rev not in still]
+        if outcome == "RolledBack" and current != self.from_revision:
+            outcome, reason = "Failed", reasons.ROLLBACK_FAILED
+            what += f", but the database is at {current or 'base'}, not {self.from_revision}"
+        return RollbackOutcome(outcome, reason, what, current, undone)
+
+    def _downgrade(self) -> str | None:
+        """Downgrade stage by stage, newest first; None when it reached the from-revision."""
+        try:
+            for target in self._downgrade_targets(self.migrator.current()):
+                self.reporter.emit("phase", phase="RollingBack",
+                                   message=f"downgrading to {target or 'base'}")
+                self.migrator.downgrade(target)
+        except Exception as exc:
+            return describe(exc, self.migrator.database_url)
+        return None
+
+    def _downgrade_targets(self, current: str | None) -> list[str | None]:
+        for index in range(len(self.boundaries) - 1, -1, -1):
+            before, revisions = self.boundaries[index]
+            if current in revisions:
+                earlier = [b for b, _ in self.boundaries[:index]]
+                return [before, *reversed(earlier)]
+        return [] if current == self.from_revision else [self.from_revision]
+
+    def _restore(self) -> str | None:
+        from schemashift.runner import backup as backup_engine
+
+        assert self.backup is not None
+        self.reporter.emit("phase", phase="RollingBack",
+                           message=f"restoring the verified backup {self.backup.url}")
+        try:
+            self._drop_objects_created_by_run()
+            backup_engine.restore_backup(self.database_url, self.backup.url, clean=True, jobs=1,
+                                         reporter=self.reporter)
+        except Exception as exc:
+            return describe(exc, self.migrator.database_url)
+        return None
+
+    def _drop_objects_created_by_run(self) -> None:
+        created = snapshot_objects(self.migrator.connection) - self.objects_before
+        if not created:
+            return
+        conn = self.migrator.connection
+
+        def drop() -> None:
+            for schema, name, kind in sorted(created, key=lambda o: _DROP_ORDER[o[2]]):
+                qualified = _quote(schema) if kind == "N" else f"{_quote(schema)}.{_quote(name)}"
+                conn.exec_driver_sql(f"DROP {_DROP_KIND[kind]} IF EXISTS {qualified} CASCADE")
+
+        self.migrator.with_lock_retries(drop)
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

@@ -1,0 +1,200 @@
+"""Running Alembic upgrades and downgrades stage by stage, with lock timeouts and lock retries.
+
+The migration connection carries SESSION-level `lock_timeout` / `statement_timeout`: a
+`SET LOCAL` would vanish when `autocommit_block()` commits the transaction it is in. A cookbook
+env.py receives that connection through `config.attributes["connection"]`; an env.py that opens
+its own from `sqlalchemy.url` gets the same settings through libpq's `options` (in the URL and in
+`PGOPTIONS`, for an env.py that builds its URL some other way).
+
+On `lock_not_available` a stage is retried with growing waits between attempts (GitLab's
+`with_lock_retries`): each attempt queues for at most `lock_timeout`, so application queries that
+line up behind the migration's lock request wait no longer than that, and the long transaction
+in the way gets the pauses in between to finish.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from schemashift import db, errors, reasons, redact, scripts
+from schemashift.runner.options import RunOptions, postgres_ms
+
+MIGRATION_APPLICATION_NAME = "schemashift-migration"
+LOCK_NOT_AVAILABLE = "55P03"
+FIRST_RETRY_WAIT_SECONDS = 0.25
+MAX_RETRY_WAIT_SECONDS = 10.0
+
+
+def retry_wait(retry: int) -> float:
+    """Pause before retry n (1-based): 0.25s, 0.5s, 1s, … up to 10s."""
+    return float(min(FIRST_RETRY_WAIT_SECONDS * 2 ** (retry - 1), MAX_RETRY_WAIT_SECONDS))
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for candidate in (current, getattr(current, "orig", None)):
+            if getattr(candidate, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def describe(exc: BaseException, *secrets: str | None) -> str:
+    if isinstance(exc, DBAPIError):
+        return db.describe_db_error(exc, *secrets)
+    if isinstance(exc, errors.SchemashiftError):
+        return redact.redact(exc.args[0] if exc.args else str(exc), *secrets)
+    text = str(exc).strip().splitlines()
+    detail = f": {text[0]}" if text else ""
+    return redact.redact(f"{type(exc).__name__}{detail}", *secrets)
+
+
+class LockRetriesExhausted(errors.MigrationFailed):
+    reason = reasons.LOCK_RETRIES_EXHAUSTED
+
+    def __init__(self, attempts: int, message: str, *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.attempts = attempts
+
+
+@dataclass
+class Attempts:
+    """How often the last command ran, and the lock timeouts it met (for status and tests)."""
+
+    count: int = 0
+    lock_timeouts: list[str] = field(default_factory=list)
+
+
+class Migrator:
+    """Runs Alembic commands on the migration connection, one transaction-bounded step at a time."""
+
+    def __init__(
+        self,
+        config: Config,
+        connection: Connection,
+        database_url: str,
+        options: RunOptions,
+        on_retry: Callable[[int, float, str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.config = config
+        self.connection = connection
+        self.database_url = database_url
+        self.options = options
+        self.on_retry = on_retry
+        self.sleep = sleep
+        self._password = db.parse_url(database_url).password
+        self._libpq_options = (
+            f"-c lock_timeout={postgres_ms(options.lock_timeout_s)} "
+            f"-c statement_timeout={postgres_ms(options.statement_timeout_s)}"
+        )
+        self._apply_session_settings()
+        config.set_main_option("sqlalchemy.url", self._url_for_env_py().replace("%", "%%"))
+
+    def _apply_session_settings(self) -> None:
+        conn = self.connection
+        conn.exec_driver_sql(f"SET application_name = '{MIGRATION_APPLICATION_NAME}'")
+        conn.exec_driver_sql(f"SET lock_timeout = '{postgres_ms(self.options.lock_timeout_s)}'")
+        conn.exec_driver_sql(
+            f"SET statement_timeout = '{postgres_ms(self.options.statement_timeout_s)}'"
+        )
+        conn.commit()
+
+    def _url_for_env_py(self) -> str:
+        url = db.parse_url(self.database_url)
+        existing = url.query.get("options")
+        prior = existing if isinstance(existing, str) else " ".join(existing or ())
+        return url.update_query_dict(
+            {
+                "options": f"{prior} {self._libpq_options}".strip(),
+                "application_name": MIGRATION_APPLICATION_NAME,
+            }
+        ).render_as_string(hide_password=False)
+
+    def current(self) -> str | None:
+        try:
+            return scripts.current_revision(self.connection)
+        finally:
+            self.connection.rollback()
+
+    def upgrade(self, target: str) -> Attempts:
+        return self.with_lock_retries(lambda: command.upgrade(self.config, target))
+
+    def downgrade(self, target: str | None) -> Attempts:
+        return self.with_lock_retries(
+            lambda: command.downgrade(self.config, target or "base")
+        )
+
+    def with_lock_retries(self, step: Callable[[], None]) -> Attempts:
+        attempts = Attempts()
+        while True:
+            attempts.count += 1
+            try:
+                self._run(step)
+                return attempts
+            except Exception as exc:
+                if not is_lock_timeout(exc):
+                    raise
+                attempts.lock_timeouts.append(describe(exc, self._password))
+                if attempts.count > self.options.lock_retries:
+                    raise self._exhausted(attempts) from exc
+                wait = retry_wait(attempts.count)
+                if self.on_retry is not None:
+                    self.on_retry(attempts.count, wait, attempts.lock_timeouts[-1])
+                self.sleep(wait)
+
+    def _run(self, step: Callable[[], None]) -> None:
+        """One attempt: hand Alembic an idle connection (so it owns the transactions) and
+        commit whatever a non-cookbook env.py may have left open only when it succeeded."""
+        self.connection.rollback()
+        self.config.attributes["connection"] = self.connection
+        try:
+            with _pgoptions(self._libpq_options):
+                step()
+        except BaseException:
+            _quietly_rollback(self.connection)
+            raise
+        if self.connection.in_transaction():
+            self.connection.commit()
+
+    def _exhausted(self, attempts: Attempts) -> LockRetriesExhausted:
+        return LockRetriesExhausted(
+            attempts.count,
+            f"could not get the locks it needs within lock timeout "
+            f"{self.options.lock_timeout} in {attempts.count} attempts "
+            f"({self.options.lock_retries} retries): {attempts.lock_timeouts[-1]}",
+            hint="a long transaction holds a conflicting lock on the table (see pg_locks / "
+            "pg_stat_activity); rerun when it is done, or raise --lock-retries",
+        )
+
+
+def _quietly_rollback(connection: Connection) -> None:
+    try:
+        connection.rollback()
+    except DBAPIError:
+        pass
+
+
+@contextmanager
+def _pgoptions(extra: str) -> Iterator[None]:
+    before = os.environ.get("PGOPTIONS")
+    os.environ["PGOPTIONS"] = f"{before} {extra}" if before else extra
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PGOPTIONS", None)
+        else:
+            os.environ["PGOPTIONS"] = before

@@ -1,0 +1,12 @@
+"""End-to-end fixtures: the real Kubernetes test bed (tests/e2e/testbed/).
+
+Fixtures for the operator tests can be added below the imports.
+"""
+
+from tests.e2e.testbed.fixtures import (  # noqa: F401 - fixtures and hook are found by name
+    admin_api,
+    control_plane,
+    kubelet,
+    namespace,
+    pytest_runtest_makereport,
+)

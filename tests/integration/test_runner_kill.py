@@ -1,0 +1,73 @@
+"""The runner SIGKILLed mid-run: the database is at exactly one revision of the plan, and a
+rerun continues from there (transactional DDL, the lock dies with its session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.fixtures.histories import Revision, write_history
+from tests.fixtures.runner_cli import LiveRun, revision, run_apply, tables
+from tests.integration.test_runner_apply import ADD_EMAIL, CREATE_PATIENTS
+from tests.integration.test_runner_locks import _wait_until
+
+pytestmark = pytest.mark.integration
+
+# Creates a table, then waits (inside its transaction) until the test lets it go.
+WAITS = Revision(
+    "c3", "create visits, then wait",
+    """
+    op.create_table("visits", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("SELECT pg_advisory_xact_lock(515151)")
+    """,
+    'op.drop_table("visits")',
+)
+LAST = Revision("d4", "create rooms",
+                'op.create_table("rooms", sa.Column("id", sa.Integer, primary_key=True))',
+                'op.drop_table("rooms")')
+
+
+def _no_migration_sessions(gate: psycopg.Connection[tuple[object, ...]]) -> bool:
+    row = gate.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name LIKE 'schemashift-migration%'").fetchone()
+    return row == (0,)
+
+
+@pytest.mark.parametrize("when", ["mid-stage", "after-a-checkpoint"])
+def test_killed_runner_leaves_one_revision_and_a_rerun_continues(
+    database_url: str, tmp_path: Path, when: str
+) -> None:
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, WAITS, LAST])
+    gate = psycopg.connect(database_url, autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(515151)")
+    live = LiveRun(database_url, migrations, "--lock-timeout", "60s")
+    try:
+        if when == "mid-stage":
+            live.wait_for(lambda e: e["event"] == "stage" and e["revision"] == "c3"
+                          and e["state"] == "Running")
+            _wait_until(lambda: gate.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone() == (1,), "the runner to wait inside c3")
+        else:
+            live.wait_for(lambda e: e["event"] == "stage" and e["revision"] == "b2"
+                          and e["state"] == "Succeeded")
+        live.kill()
+        # The killed client's backend notices only when it next talks to it: let it go on.
+        gate.execute("SELECT pg_advisory_unlock(515151)")
+        _wait_until(lambda: _no_migration_sessions(gate), "the killed sessions to end")
+    finally:
+        gate.close()
+
+    assert revision(database_url) == "b2"
+    assert tables(database_url) == {"alembic_version", "patients"}
+
+    rerun = run_apply(database_url, migrations)
+
+    assert rerun.exit_code == 0, rerun
+    assert rerun.result["fromRevision"] == "b2"
+    assert [s["revision"] for s in rerun.result["stages"]] == ["c3", "d4"]
+    assert revision(database_url) == "d4"
+    assert {"visits", "rooms"} <= tables(database_url)

@@ -1,0 +1,131 @@
+"""A revision fails during `apply`: rollback per policy (no backup), final state asserted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.histories import Revision, write_history
+from tests.fixtures.runner_cli import columns, revision, run_apply, scalar, tables
+from tests.integration.test_runner_apply import ADD_EMAIL, CREATE_PATIENTS
+
+pytestmark = pytest.mark.integration
+
+# Fails on the live data only (a duplicate key), so the plan renders and lint has nothing to say.
+FAILS_ON_DATA = Revision(
+    "c3", "create visits, then insert a duplicate patient",
+    """
+    op.create_table("visits", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("INSERT INTO patients (id, name) VALUES (1, 'duplicate')")
+    """,
+    'op.drop_table("visits")',
+)
+# Raises in Python, as a data migration with a bug does (offline rendering skips it).
+RAISES = Revision(
+    "c3", "raise in upgrade",
+    """
+    from alembic import context
+    op.create_table("visits", sa.Column("id", sa.Integer, primary_key=True))
+    if not context.is_offline_mode():
+        raise RuntimeError("boom: this data migration has a bug")
+    """,
+    'op.drop_table("visits")',
+)
+
+
+@pytest.mark.parametrize("failing", [FAILS_ON_DATA, RAISES], ids=["db-error", "python-error"])
+def test_downgrade_policy_undoes_the_committed_stages(
+    database_url: str, tmp_path: Path, failing: Revision
+) -> None:
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, failing])
+
+    run = run_apply(database_url, migrations)
+
+    assert run.exit_code == 1, run
+    result = run.result
+    assert (result["outcome"], result["reason"]) == ("RolledBack", "RolledBackByDowngrade")
+    assert result["currentRevision"] is None
+    assert result["undone"] == ["b2", "a1"]
+    assert [(s["revision"], s["state"]) for s in result["stages"]] == [
+        ("a1", "RolledBack"), ("b2", "RolledBack"), ("c3", "Failed")]
+    assert "stage 3-c3 failed" in result["message"]
+    assert "The database is at revision base" in result["message"]
+    assert "no backup taken" in result["message"]
+    assert run.of("phase")[-1]["phase"] == "RolledBack"
+    assert "RollingBack" in [e["phase"] for e in run.of("phase")]
+    assert revision(database_url) is None
+    assert tables(database_url) == {"alembic_version"}
+
+
+def test_downgrade_stops_at_the_revision_the_run_started_from(
+    database_url: str, tmp_path: Path
+) -> None:
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, FAILS_ON_DATA])
+    assert run_apply(database_url, migrations, "--target", "a1").exit_code == 0
+
+    run = run_apply(database_url, migrations)
+
+    assert run.exit_code == 1, run
+    assert run.result["reason"] == "RolledBackByDowngrade"
+    assert (run.result["fromRevision"], run.result["currentRevision"]) == ("a1", "a1")
+    assert run.result["undone"] == ["b2"]
+    assert revision(database_url) == "a1"
+    assert columns(database_url, "patients") == ["id", "name"]
+    assert scalar(database_url, "SELECT count(*) FROM patients") == 2
+
+
+def test_policy_none_stops_where_it_failed(database_url: str, tmp_path: Path) -> None:
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, FAILS_ON_DATA])
+
+    run = run_apply(database_url, migrations, "--rollback-policy", "none")
+
+    assert run.exit_code == 1, run
+    result = run.result
+    assert (result["outcome"], result["reason"]) == ("Failed", "FailedWithoutRollback")
+    assert result["currentRevision"] == "b2"
+    assert result["undone"] == []
+    assert [s["state"] for s in result["stages"]] == ["Succeeded", "Succeeded", "Failed"]
+    assert "The database is at revision b2" in result["message"]
+    assert revision(database_url) == "b2"
+    assert tables(database_url) == {"alembic_version", "patients"}  # c3's transaction undone
+    assert "email" in columns(database_url, "patients")
+
+
+def test_first_stage_failing_leaves_the_database_untouched(
+    database_url: str, tmp_path: Path
+) -> None:
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, FAILS_ON_DATA])
+    assert run_apply(database_url, migrations, "--target", "b2").exit_code == 0
+
+    run = run_apply(database_url, migrations)
+
+    assert run.exit_code == 1, run
+    assert (run.result["outcome"], run.result["reason"]) == (
+        "RolledBack", "RolledBackByTransaction")
+    assert run.result["currentRevision"] == "b2"
+    assert run.result["undone"] == []
+    assert revision(database_url) == "b2"
+    assert "visits" not in tables(database_url)
+
+
+def test_failing_downgrade_without_backup_reports_where_it_stopped(
+    database_url: str, tmp_path: Path
+) -> None:
+    broken_downgrade = Revision(
+        "b2", "add email, downgrade broken", ADD_EMAIL.upgrade_src,
+        'op.drop_column("patients", "no_such_column")',
+    )
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, broken_downgrade, FAILS_ON_DATA])
+    assert run_apply(database_url, migrations, "--target", "a1").exit_code == 0
+
+    run = run_apply(database_url, migrations)
+
+    assert run.exit_code == 1, run
+    result = run.result
+    assert (result["outcome"], result["reason"]) == ("Failed", "RollbackFailed")
+    assert "downgrade failed" in result["message"].lower()
+    assert "no_such_column" in result["message"]
+    assert result["currentRevision"] == "b2"
+    assert "The database is at revision b2" in result["message"]
+    assert revision(database_url) == "b2"

@@ -1,0 +1,98 @@
+"""The one CRD source: structural, described, defaults matching what the operator assumes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from schemashift.kube import resource
+
+CRD_FILE = Path(__file__).parents[2] / "manifests" / "crd" / "schemamigrations.yaml"
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    return dict(yaml.safe_load(CRD_FILE.read_text()))
+
+
+def _version(crd: dict[str, Any]) -> dict[str, Any]:
+    (version,) = crd["spec"]["versions"]
+    return dict(version)
+
+
+def _nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, schema
+    for name, child in (schema.get("properties") or {}).items():
+        yield from _nodes(child, f"{path}.{name}")
+    if "items" in schema:
+        yield from _nodes(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from _nodes(schema["additionalProperties"], f"{path}{{}}")
+
+
+def test_names_match_the_contract(crd: dict[str, Any]) -> None:
+    names = crd["spec"]["names"]
+    assert crd["metadata"]["name"] == f"{resource.PLURAL}.{resource.GROUP}"
+    assert (crd["spec"]["group"], names["kind"], names["plural"]) == (
+        resource.GROUP, resource.KIND, resource.PLURAL)
+    assert names["shortNames"] == ["smig"]
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert _version(crd)["name"] == resource.VERSION
+    assert _version(crd)["subresources"] == {"status": {}}
+
+
+def test_printer_columns(crd: dict[str, Any]) -> None:
+    columns = [c["name"] for c in _version(crd)["additionalPrinterColumns"]]
+    assert columns == ["Phase", "From", "Target", "Current", "Backup", "Age"]
+
+
+def test_every_field_has_a_type_and_a_description(crd: dict[str, Any]) -> None:
+    schema = _version(crd)["schema"]["openAPIV3Schema"]
+    missing = [path or "<root>" for path, node in _nodes(schema)
+               if not node.get("description") and path != ".metadata.name"]
+    untyped = [path for path, node in _nodes(schema) if "type" not in node]
+    assert missing == []
+    assert untyped == []
+
+
+def test_every_cel_rule_explains_itself(crd: dict[str, Any]) -> None:
+    schema = _version(crd)["schema"]["openAPIV3Schema"]
+    rules = [rule for _, node in _nodes(schema) for rule in node.get("x-kubernetes-validations", [])]
+    assert len(rules) >= 10
+    for rule in rules:
+        assert len(rule.get("message", "")) > 30, rule
+
+
+def test_defaults_are_the_ones_the_operator_assumes(crd: dict[str, Any]) -> None:
+    spec_schema = _version(crd)["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    defaults = {path: node["default"] for path, node in _nodes(spec_schema) if "default" in node}
+    assumed = resource.MigrationSpec.from_body({})
+    assert defaults[".target"] == assumed.target == "head"
+    assert defaults[".environment"] == assumed.environment == "development"
+    assert defaults[".rollback.policy"] == assumed.rollback_policy == "downgrade"
+    assert defaults[".safety.lockTimeout"] == assumed.lock_timeout
+    assert defaults[".safety.statementTimeout"] == assumed.statement_timeout
+    assert defaults[".safety.lockRetries"] == assumed.lock_retries
+    assert defaults[".safety.lint"] == assumed.lint
+    assert defaults[".dryRun"] is assumed.dry_run is False
+    assert defaults[".approval.required"] is assumed.approval_required is False
+    assert defaults[".deadlineSeconds"] == assumed.deadline_seconds == 1800
+    assert defaults[".job.ttlSecondsAfterFinished"] == assumed.ttl_seconds_after_finished
+    assert defaults[".database.urlSecretRef.key"] == assumed.database_url.key
+    # Objects holding defaults default to {} themselves, or their defaults would never apply.
+    for parent in (".rollback", ".safety", ".approval", ".job"):
+        assert defaults[parent] == {}
+
+
+def test_status_phases_are_the_contracts(crd: dict[str, Any]) -> None:
+    from typing import get_args
+
+    from schemashift import progress
+
+    status = _version(crd)["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert set(status["properties"]["phase"]["enum"]) == set(get_args(progress.Phase))
+    assert status["x-kubernetes-preserve-unknown-fields"] is True

@@ -1,0 +1,131 @@
+"""The migration Job: deterministic, locked down, secrets by reference only, options by env."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from schemashift import cli
+from schemashift.kube import jobspec, resource
+
+SPEC: dict[str, Any] = {
+    "database": {"urlSecretRef": {"name": "app-db", "key": "url"}},
+    "migrations": {"image": "registry.example/app:1.42.0", "scriptLocation": "/app/migrations"},
+    "target": "9f8e7d6c",
+    "environment": "production",
+    "backup": {"enabled": True, "url": "s3://backups/app/", "endpoint": "http://seaweedfs:8333",
+               "credentialsSecretRef": {"name": "backup-s3"}},
+    "rollback": {"policy": "restore"},
+    "safety": {"lockTimeout": "2s", "statementTimeout": "30s", "lockRetries": 7, "lint": "warn",
+               "allow": ["add-column-default", "drop-column"]},
+    "deadlineSeconds": 600,
+    "job": {"serviceAccountName": "migrator", "nodeSelector": {"pool": "batch"},
+            "tolerations": [{"key": "batch", "operator": "Exists"}],
+            "imagePullSecrets": [{"name": "regcred"}], "ttlSecondsAfterFinished": 120},
+}
+
+
+def body(spec: dict[str, Any] | None = None, generation: int = 3) -> dict[str, Any]:
+    return {"metadata": {"name": "app", "namespace": "shop", "uid": "u-1",
+                         "generation": generation},
+            "spec": spec if spec is not None else SPEC}
+
+
+def pod(job: dict[str, Any]) -> dict[str, Any]:
+    return dict(job["spec"]["template"]["spec"])
+
+
+def env(job: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in pod(job)["containers"][0]["env"]}
+
+
+def test_job_name_is_deterministic_and_short() -> None:
+    first = jobspec.build_job(body(), "img", "apply")["metadata"]["name"]
+    assert first == jobspec.build_job(body(), "img", "apply")["metadata"]["name"]
+    others = {jobspec.build_job(body(generation=4), "img", "apply")["metadata"]["name"],
+              jobspec.build_job(body(), "img", "plan")["metadata"]["name"],
+              jobspec.build_job(body(), "img", "apply", seq=1)["metadata"]["name"]}
+    assert first not in others and len(others) == 3
+    long = jobspec.job_name("x" * 250, "uid", 12345, "replan", 99)
+    assert len(long) <= 63 and long.endswith(long.split("-", 1)[1][-5:])
+
+
+def test_job_is_owned_labelled_and_runs_once() -> None:
+    job = jobspec.build_job(body(), "img", "apply")
+    assert job["metadata"]["ownerReferences"] == [{
+        "apiVersion": "schemashift.io/v1alpha1", "kind": "SchemaMigration", "name": "app",
+        "uid": "u-1", "controller": True, "blockOwnerDeletion": True}]
+    assert job["metadata"]["labels"][resource.MIGRATION_LABEL] == "app"
+    assert job["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "schemashift"
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    assert job["spec"]["ttlSecondsAfterFinished"] == 120
+    assert pod(job)["restartPolicy"] == "Never"
+
+
+def test_pod_is_restricted_with_a_writable_tmp() -> None:
+    spec = pod(jobspec.build_job(body(), "img", "apply"))
+    container = spec["containers"][0]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {}} in spec["volumes"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+
+
+def test_pod_settings_come_from_spec_job() -> None:
+    spec = pod(jobspec.build_job(body(), "registry.example/app:1.42.0", "apply"))
+    assert spec["serviceAccountName"] == "migrator"
+    assert spec["nodeSelector"] == {"pool": "batch"}
+    assert spec["tolerations"] == [{"key": "batch", "operator": "Exists"}]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["containers"][0]["image"] == "registry.example/app:1.42.0"
+    assert spec["containers"][0]["resources"] == jobspec.DEFAULT_RESOURCES
+    minimal = pod(jobspec.build_job(body({"database": SPEC["database"],
+                                          "migrations": SPEC["migrations"]}), "img", "apply"))
+    assert minimal["serviceAccountName"] == resource.DEFAULT_JOB_SERVICE_ACCOUNT
+    assert "envFrom" not in minimal["containers"][0] and "nodeSelector" not in minimal
+
+
+def test_secrets_only_by_reference() -> None:
+    job = jobspec.build_job(body(), "img", "apply")
+    container = pod(job)["containers"][0]
+    assert env(job)["SCHEMASHIFT_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "app-db", "key": "url"}}
+    assert container["envFrom"] == [{"secretRef": {"name": "backup-s3"}}]
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(job)
+
+
+@pytest.mark.parametrize("purpose,dry_run", [("apply", False), ("plan", True), ("replan", True)])
+def test_run_job_reads_the_options_from_the_env(
+    monkeypatch: pytest.MonkeyPatch, purpose: jobspec.Purpose, dry_run: bool
+) -> None:
+    """The env the Job gets, parsed by the real `schemashift run-job` option definitions."""
+    job = jobspec.build_job(body(), "img", purpose)
+    own = {k: v for k, v in env(job).items() if k.startswith("SCHEMASHIFT_")}
+    known = {p.envvar for p in cli.run_job.params if getattr(p, "envvar", None)}
+    assert set(own) - {"SCHEMASHIFT_DATABASE_URL"} <= known
+    for name, value in own.items():
+        if isinstance(value, str):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SCHEMASHIFT_DATABASE_URL", "postgresql+psycopg://u:p@h/db")
+    params = cli.run_job.make_context("run-job", []).params
+    assert params["resource"] == "shop/app"
+    assert params["migrations"].as_posix() == "/app/migrations"
+    assert params["environment"] == "production"
+    assert params["target"] == "9f8e7d6c"
+    assert params["backup_url"] == "s3://backups/app/"
+    assert params["rollback_policy"] == "restore"
+    assert params["dry_run"] is dry_run
+    assert (params["lock_timeout"], params["statement_timeout"]) == ("2s", "30s")
+    assert params["lock_retries"] == 7 and params["lint_mode"] == "warn"
+    assert params["allow"] == ("add-column-default", "drop-column")
+    assert str(params["termination_log"]) == "/dev/termination-log"
+    assert env(job)["AWS_ENDPOINT_URL"] == "http://seaweedfs:8333"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): install, build/reuse the Kubernetes test bed, run checks and tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+python3 tools/build_testbed.py
+python3 -m ruff check operator tests bench tools
+python3 -m mypy
+lint-imports
+exec python3 -m pytest "$@"
