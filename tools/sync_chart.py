@@ -136,6 +136,15 @@ def crd_outputs() -> dict[Path, str]:
 
 
 # --- RBAC --------------------------------------------------------------------------------------
+# Three kinds of source object:
+# - cluster-wide (ClusterRole, ClusterRoleBinding): named after the release in the chart;
+# - the operator's own (namespaced, with metadata.namespace): put in the release namespace;
+# - per application namespace (namespaced, no metadata.namespace, applied with `-n APP_NS`):
+#   rendered once for each of rbac.migrationJobNamespaces, ServiceAccount names kept (the operator
+#   defaults spec.job.serviceAccountName to them).
+
+NAMESPACED_KINDS = ("ServiceAccount", "Role", "RoleBinding")
+ROOT_CTX = "$"  # templates may sit inside a range: always reach the chart's root context
 
 
 def chart_name(source_name: str) -> str:
@@ -145,90 +154,113 @@ def chart_name(source_name: str) -> str:
             f"RBAC object {source_name!r} in {rel(RBAC_SOURCE)} must be named "
             f"{PREFIX}… so the chart can name it after the release"
         )
-    return '{{ include "schemashift.fullname" . }}' + source_name[len(PREFIX) :]
+    return f'{{{{ include "schemashift.fullname" {ROOT_CTX} }}}}' + source_name[len(PREFIX) :]
+
+
+def per_app_namespace(doc: dict[str, Any]) -> bool:
+    return doc["kind"] in NAMESPACED_KINDS and "namespace" not in doc["metadata"]
 
 
 def operator_service_account(docs: Iterable[dict[str, Any]]) -> tuple[str, str]:
-    accounts = [d["metadata"] for d in docs if d.get("kind") == "ServiceAccount"]
+    accounts = [
+        d["metadata"]
+        for d in docs
+        if d.get("kind") == "ServiceAccount" and not per_app_namespace(d)
+    ]
     if len(accounts) != 1:
         raise SystemExit(
-            f"{rel(RBAC_SOURCE)} must hold exactly one ServiceAccount (the "
+            f"{rel(RBAC_SOURCE)} must hold exactly one ServiceAccount with a namespace (the "
             f"operator's); found {len(accounts)}"
         )
-    return accounts[0]["name"], accounts[0].get("namespace", NAMESPACE)
+    return accounts[0]["name"], accounts[0]["namespace"]
 
 
-def role_template(doc: dict[str, Any]) -> str:
-    meta = doc["metadata"]
+def header_lines(doc: dict[str, Any], name: str, namespace: str | None) -> list[str]:
     out = [
         f"apiVersion: {doc['apiVersion']}\n",
         f"kind: {doc['kind']}\n",
         "metadata:\n",
-        f"  name: {chart_name(meta['name'])}\n",
+        f"  name: {name}\n",
     ]
-    if doc["kind"] == "Role":
-        out.append("  namespace: {{ .Release.Namespace }}\n")
-    out += ["  labels:\n", '    {{- include "schemashift.labels" . | nindent 4 }}\n']
-    rest = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
-    return "".join(out) + dump(rest)
-
-
-def binding_template(doc: dict[str, Any], operator_sa: tuple[str, str]) -> str:
-    meta = doc["metadata"]
-    out = [
-        f"apiVersion: {doc['apiVersion']}\n",
-        f"kind: {doc['kind']}\n",
-        "metadata:\n",
-        f"  name: {chart_name(meta['name'])}\n",
-    ]
-    if doc["kind"] == "RoleBinding":
-        out.append("  namespace: {{ .Release.Namespace }}\n")
-    ref = doc["roleRef"]
+    if namespace:
+        out.append(f"  namespace: {namespace}\n")
+    component = (doc["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
     out += [
         "  labels:\n",
-        '    {{- include "schemashift.labels" . | nindent 4 }}\n',
+        f'    {{{{- include "schemashift.baseLabels" {ROOT_CTX} | nindent 4 }}}}\n',
+    ]
+    if component:
+        out.append(f"    app.kubernetes.io/component: {component}\n")
+    return out
+
+
+def subject_lines(subject: dict[str, Any], operator_sa: tuple[str, str], ns: str) -> list[str]:
+    if subject.get("kind") != "ServiceAccount":
+        raise SystemExit(f"RBAC subject {subject}: only ServiceAccounts are supported")
+    if (subject["name"], subject.get("namespace")) == operator_sa:
+        name = f'{{{{ include "schemashift.serviceAccountName" {ROOT_CTX} }}}}'
+        return [
+            "  - kind: ServiceAccount\n",
+            f"    name: {name}\n",
+            f"    namespace: {{{{ {ROOT_CTX}.Release.Namespace }}}}\n",
+        ]
+    if "namespace" in subject:
+        raise SystemExit(f"RBAC subject {subject}: a namespaced subject must be the operator's")
+    return [
+        "  - kind: ServiceAccount\n",
+        f"    name: {subject['name']}\n",
+        f"    namespace: {ns}\n",
+    ]
+
+
+def rbac_template(doc: dict[str, Any], operator_sa: tuple[str, str], app_ns: str | None) -> str:
+    """One source object as a chart template; `app_ns` is the range variable for per-namespace
+    objects (their names are kept), else None (named after the release)."""
+    meta, kind = doc["metadata"], doc["kind"]
+    release_ns = f"{{{{ {ROOT_CTX}.Release.Namespace }}}}"
+    namespace = app_ns or (release_ns if kind in NAMESPACED_KINDS else None)
+    if kind == "ServiceAccount":
+        return "".join(header_lines(doc, meta["name"], namespace))
+    name = meta["name"] if app_ns else chart_name(meta["name"])
+    out = header_lines(doc, name, namespace)
+    if kind in ROLE_KINDS:
+        rest = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+        return "".join(out) + dump(rest)
+    ref = doc["roleRef"]
+    ref_name = (
+        chart_name(ref["name"]) if ref["kind"] == "ClusterRole" or not app_ns else ref["name"]
+    )
+    out += [
         "roleRef:\n",
         f"  apiGroup: {ref['apiGroup']}\n",
         f"  kind: {ref['kind']}\n",
-        f"  name: {chart_name(ref['name'])}\n",
+        f"  name: {ref_name}\n",
         "subjects:\n",
     ]
     for subject in doc["subjects"]:
-        if (subject.get("kind"), subject.get("name"), subject.get("namespace")) != (
-            "ServiceAccount",
-            *operator_sa,
-        ):
-            raise SystemExit(
-                f"{meta['name']}: only the operator's ServiceAccount "
-                f"{operator_sa[1]}/{operator_sa[0]} can be a subject in the chart"
-            )
-        out += [
-            "  - kind: ServiceAccount\n",
-            '    name: {{ include "schemashift.serviceAccountName" . }}\n',
-            "    namespace: {{ .Release.Namespace }}\n",
-        ]
+        out += subject_lines(subject, operator_sa, app_ns or release_ns)
     return "".join(out)
 
 
 def rbac_outputs() -> dict[Path, str]:
     docs = [doc for _, doc in load_all(RBAC_SOURCE)]
-    roles = [d for d in docs if d.get("kind") in ROLE_KINDS]
-    if not roles:
+    if not any(d.get("kind") in ROLE_KINDS for d in docs):
         raise SystemExit(f"no Role or ClusterRole found in {rel(RBAC_SOURCE)}")
     operator_sa = operator_service_account(docs)
-    parts = [role_template(d) for d in roles]
-    parts += [binding_template(d, operator_sa) for d in docs if d.get("kind") in BINDING_KINDS]
+    # The operator's ServiceAccount is the chart's serviceaccount.yaml (serviceAccount.create).
+    release = [d for d in docs if not per_app_namespace(d) and d["kind"] != "ServiceAccount"]
+    per_ns = [d for d in docs if per_app_namespace(d)]
     # Same name as the plain install's ServiceAccount when the release is named like it.
-    sa_define = (
-        '{{- define "schemashift.defaultServiceAccountName" -}}\n'
-        + f"{chart_name(operator_sa[0])}\n"
-        + "{{- end }}\n"
-    )
     text = (
         HEADER.format(source=rel(RBAC_SOURCE) + "/")
-        + sa_define
+        + '{{- define "schemashift.defaultServiceAccountName" -}}\n'
+        + chart_name(operator_sa[0]).replace(ROOT_CTX, ".")
+        + "\n{{- end }}\n"
         + "{{- if .Values.rbac.create }}\n"
-        + "---\n".join(parts)
+        + "".join("---\n" + rbac_template(d, operator_sa, None) for d in release)
+        + "{{- range $ns := .Values.rbac.migrationJobNamespaces }}\n"
+        + "".join("---\n" + rbac_template(d, operator_sa, "{{ $ns }}") for d in per_ns)
+        + "{{- end }}\n"
         + "{{- end }}\n"
     )
     return {RBAC_TEMPLATE: text}

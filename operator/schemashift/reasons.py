@@ -44,6 +44,8 @@ LOCK_RETRIES_EXHAUSTED = "LockRetriesExhausted"
 ROLLBACK_FAILED = "RollbackFailed"
 NOT_ROLLED_BACK = "FailedWithoutRollback"
 VERIFY_FAILED = "VerificationFailed"
+# SIGTERM (pod deadline, deletion) or Ctrl-C: the runner stopped and rolled back what it could.
+INTERRUPTED = "Interrupted"
 
 # Operator (SchemaMigration conditions and events)
 JOB_CREATED = "JobCreated"

@@ -273,7 +273,7 @@ def test_existing_env_py_and_alembic_ini_are_honoured(
                                          '"""Our own env.py, kept as is')
     env_py.write_text(own_env)
     (project / "alembic.ini").write_text(
-        "[alembic]\nscript_location = %(here)s/migrations\n"
+        "[alembic]\nscript_location = %(here)s/migrations\npath_separator = os\n"
         "version_locations = %(here)s/migrations/more_versions\n"
     )
     (migrations / "more_versions").mkdir()

@@ -19,7 +19,7 @@ from schemashift import db, errors, reasons, scripts
 from schemashift.plan import Plan, build_plan, build_plan_for
 from schemashift.project import Project
 from tests.fixtures.histories import URL_ONLY_ENV, Revision, add_revision, write_history
-from tests.unit.test_lint import BASE, CASES, CONCURRENT_INDEX, Case
+from tests.fixtures.lint_cases import BASE, CASES, CONCURRENT_INDEX, Case
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +97,48 @@ def test_the_recommended_alternatives_run_on_postgresql(
         command.upgrade(config, "head")
         conn.commit()
     assert plan_for(engine, directory, database_url).from_revision == "r1"
+
+
+def upgrade_rewrites_users(directory: Path, database_url: str) -> bool:
+    """Upgrade to r1; True when PostgreSQL rewrote `users` (its relfilenode changed)."""
+    relfilenode = "SELECT relfilenode FROM pg_class WHERE relname = 'users'"
+    with psycopg.connect(database_url) as conn:
+        before = conn.execute(relfilenode).fetchone()
+    upgrade(directory, database_url, "r1")
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(relfilenode).fetchone() != before
+
+
+@pytest.mark.parametrize(("default", "rewrites"), [
+    ("now()", False), ("CURRENT_TIMESTAMP", False), ("'2024-01-01'", False),
+    ("clock_timestamp()", True), ("timeofday()::timestamptz", True),
+])
+def test_volatile_default_rule_matches_what_postgresql_rewrites(
+    tmp_path: Path, database_url: str, engine: sa.Engine, default: str, rewrites: bool
+) -> None:
+    directory = seeded(tmp_path, database_url, Revision("r1", "add seen", f"""
+        op.add_column("users", sa.Column("seen", sa.DateTime(timezone=True),
+                                         server_default=sa.text({default!r})))
+    """))
+    flagged = "add-column-volatile-default" in {
+        f.rule for f in plan_for(engine, directory, database_url).lint}
+    assert (flagged, upgrade_rewrites_users(directory, database_url)) == (rewrites, rewrites)
+
+
+@pytest.mark.parametrize(("change", "rewrites"), [
+    ('"email", type_=sa.String(100), existing_type=sa.String(50)', False),
+    ('"email", type_=sa.Text, existing_type=sa.String(50)', False),
+    ('"email", type_=sa.String(20), existing_type=sa.String(50)', True),
+    ('"age", type_=sa.BigInteger, existing_type=sa.Integer', True),
+])
+def test_type_change_rule_matches_what_postgresql_rewrites(
+    tmp_path: Path, database_url: str, engine: sa.Engine, change: str, rewrites: bool
+) -> None:
+    directory = seeded(tmp_path, database_url,
+                       Revision("r1", "retype", f'op.alter_column("users", {change})'))
+    flagged = "change-column-type" in {
+        f.rule for f in plan_for(engine, directory, database_url).lint}
+    assert (flagged, upgrade_rewrites_users(directory, database_url)) == (rewrites, rewrites)
 
 
 def test_planning_inside_the_callers_transaction_leaves_it_and_its_settings_alone(

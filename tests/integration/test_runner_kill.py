@@ -71,3 +71,32 @@ def test_killed_runner_leaves_one_revision_and_a_rerun_continues(
     assert [s["revision"] for s in rerun.result["stages"]] == ["c3", "d4"]
     assert revision(database_url) == "d4"
     assert {"visits", "rooms"} <= tables(database_url)
+
+
+def test_sigterm_mid_stage_rolls_back_and_still_reports(
+    database_url: str, tmp_path: Path
+) -> None:
+    import signal
+
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, WAITS, LAST])
+    gate = psycopg.connect(database_url, autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(515151)")
+    live = LiveRun(database_url, migrations, "--lock-timeout", "60s")
+    try:
+        live.wait_for(lambda e: e["event"] == "stage" and e["revision"] == "c3"
+                      and e["state"] == "Running")
+        _wait_until(lambda: gate.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone() == (1,), "the runner to wait inside c3")
+        live.process.send_signal(signal.SIGTERM)
+        run = live.finish()
+    finally:
+        gate.close()
+
+    assert run.exit_code == 1, run
+    result = run.result
+    assert (result["outcome"], result["reason"]) == ("RolledBack", "Interrupted")
+    assert "SIGTERM" in result["stages"][2]["message"]
+    assert result["undone"] == ["b2", "a1"]
+    assert revision(database_url) is None
+    assert tables(database_url) == {"alembic_version"}

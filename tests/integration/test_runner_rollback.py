@@ -129,3 +129,49 @@ def test_failing_downgrade_without_backup_reports_where_it_stopped(
     assert result["currentRevision"] == "b2"
     assert "The database is at revision b2" in result["message"]
     assert revision(database_url) == "b2"
+
+
+def test_statement_timeout_cancels_a_slow_stage(database_url: str, tmp_path: Path) -> None:
+    slow = Revision("s2", "slow", 'op.execute("SELECT pg_sleep(30)")', "pass")
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, slow])
+
+    run = run_apply(database_url, migrations, "--statement-timeout", "300ms")
+
+    assert run.exit_code == 1, run
+    assert run.result["reason"] == "RolledBackByDowngrade"
+    assert "statement timeout" in run.result["stages"][1]["message"]
+    assert run.result["undone"] == ["a1"]
+    assert revision(database_url) is None
+
+
+MODELS = """
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+sa.Table("patients", metadata, sa.Column("id", sa.Integer, primary_key=True),
+         sa.Column("name", sa.Text, nullable=False), sa.Column("email", sa.Text){extra})
+sa.Table("visits", metadata, sa.Column("id", sa.Integer, primary_key=True),
+         sa.Column("patient_id", sa.Integer, sa.ForeignKey("patients.id")))
+"""
+
+
+@pytest.mark.parametrize("extra", ["", ', sa.Column("phone", sa.Text)'], ids=["match", "drift"])
+def test_verify_models_after_migrating(database_url: str, tmp_path: Path, extra: str) -> None:
+    from tests.integration.test_runner_apply import HISTORY
+
+    migrations = write_history(tmp_path, HISTORY)
+    (tmp_path / "verify_models_mod.py").write_text(MODELS.format(extra=extra))
+
+    run = run_apply(database_url, migrations, "--verify-models",
+                    "--metadata", "verify_models_mod:metadata",
+                    env={"PYTHONPATH": str(tmp_path)})
+
+    if not extra:
+        assert run.exit_code == 0, run
+        assert revision(database_url) == "c3"
+        return
+    assert run.exit_code == 1, run
+    assert (run.result["outcome"], run.result["reason"]) == ("RolledBack", "VerificationFailed")
+    assert "phone" in run.result["message"]
+    assert run.result["undone"] == ["c3", "b2", "a1"]
+    assert revision(database_url) is None

@@ -103,7 +103,7 @@ def test_failed_stream_leaves_nothing_behind(s3_server: S3Server, s3_env: dict[s
                                              s3_bucket: str) -> None:
     store = s3.ObjectStore.from_environment()
     with pytest.raises(OSError, match="producer died"):
-        _send(store, s3.S3Url(s3_bucket, "broken.bin"), _FailingStream(20 * MIB))
+        _send(store, s3.S3Url(s3_bucket, "broken.bin"), io.BufferedReader(_FailingStream(20 * MIB)))
     client = s3_server.client()
     assert client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []

@@ -56,11 +56,13 @@ def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def render(helm: str) -> Render:
-    def _render(chart: Path, *args: str, release: str = "schemashift",
-                namespace: str = "schemashift-system") -> list[dict[str, Any]]:
+    def _render(
+        chart: Path, *args: str, release: str = "schemashift", namespace: str = "schemashift-system"
+    ) -> list[dict[str, Any]]:
         result = run_helm(helm, "template", release, str(chart), "--namespace", namespace, *args)
         assert result.returncode == 0, result.stderr
         return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
     return _render
 
 
@@ -75,8 +77,12 @@ def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 def load_dir(directory: Path) -> list[dict[str, Any]]:
-    return [doc for path in sorted(directory.glob("*.yaml"))
-            for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return [
+        doc
+        for path in sorted(directory.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
 
 
 def without_helm_labels(obj: dict[str, Any]) -> dict[str, Any]:
@@ -84,18 +90,17 @@ def without_helm_labels(obj: dict[str, Any]) -> dict[str, Any]:
     for meta in (obj["metadata"], obj.get("spec", {}).get("template", {}).get("metadata", {})):
         for key in HELM_ONLY_LABELS:
             (meta.get("labels") or {}).pop(key, None)
-        for key in ("app.kubernetes.io/instance", "app.kubernetes.io/part-of",
-                    "app.kubernetes.io/version", "app.kubernetes.io/component"):
-            if obj["kind"] in ("CustomResourceDefinition", "ClusterRole", "Role",
-                               "ClusterRoleBinding", "RoleBinding", "ServiceAccount"):
-                (meta.get("labels") or {}).pop(key, None)
     return obj
 
 
 # --- values.schema.json (no helm needed) -------------------------------------------------------
 
-@pytest.mark.parametrize(("chart", "extra"), [(CHART, None), (HOOK, HOOK_CI_VALUES)],
-                         ids=["schemashift", "schemashift-hook"])
+
+@pytest.mark.parametrize(
+    ("chart", "extra"),
+    [(CHART, None), (HOOK, HOOK_CI_VALUES)],
+    ids=["schemashift", "schemashift-hook"],
+)
 def test_default_values_satisfy_the_schema(chart: Path, extra: Path | None) -> None:
     schema = json.loads((chart / "values.schema.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
@@ -119,7 +124,7 @@ def undocumented_values(text: str) -> list[str]:
             stack.pop()
         key, _, value = stripped.partition(":")
         documented = lines[index - 1].strip().startswith("# --") or any(d for _, d in stack)
-        following = next((n for n in lines[index + 1:] if n.strip()), "")
+        following = next((n for n in lines[index + 1 :] if n.strip()), "")
         is_section = not value.strip() and len(following) - len(following.lstrip()) > indent
         if not is_section and not documented:
             missing.append(key)
@@ -139,10 +144,13 @@ def test_undocumented_value_is_found() -> None:
 
 # --- generated copies ----------------------------------------------------------------------------
 
+
 def test_generated_chart_files_and_plain_manifests_are_current(helm: str) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "sync_chart.py"), "--check"],
-        capture_output=True, text=True, env={**os.environ, "SCHEMASHIFT_HELM": helm},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SCHEMASHIFT_HELM": helm},
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -173,9 +181,14 @@ def test_chart_rbac_rules_equal_manifests_rbac(render: Render) -> None:
 
 def test_plain_manifests_install_what_the_chart_installs(render: Render) -> None:
     """manifests/{crd,rbac,operator} equal the chart's default rendering object by object."""
-    plain = [o for d in ("crd", "rbac", "operator") for o in load_dir(MANIFESTS / d)
-             if o["kind"] != "Namespace"]
-    sa = one(load_dir(MANIFESTS / "rbac"), "ServiceAccount")["metadata"]
+    plain = [
+        o
+        for d in ("crd", "rbac", "operator")
+        for o in load_dir(MANIFESTS / d)
+        if o["kind"] != "Namespace"
+        and (o["kind"] not in ("ServiceAccount", "RoleBinding") or "namespace" in o["metadata"])
+    ]
+    sa = next(o["metadata"] for o in plain if o["kind"] == "ServiceAccount")
     chart = render(CHART, namespace=sa["namespace"])
 
     def key(o: dict[str, Any]) -> tuple[str, str, str]:
@@ -190,20 +203,37 @@ def test_plain_manifests_install_what_the_chart_installs(render: Render) -> None
             assert ours.get(field) == theirs.get(field), f"{key(obj)}: {field} differs"
     namespace = one(load_dir(MANIFESTS / "operator"), "Namespace")
     assert namespace["metadata"]["name"] == sa["namespace"]
+    for obj in plain:
+        assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "schemashift"
+        assert "helm.sh/chart" not in obj["metadata"]["labels"]
 
 
-def test_every_plain_object_carries_the_install_selector_label() -> None:
-    """`kubectl apply -R -f manifests/ -l app.kubernetes.io/name=schemashift` selects them all
-    (and none of the examples)."""
-    for directory in ("crd", "rbac", "operator"):
-        for obj in load_dir(MANIFESTS / directory):
-            labels = obj["metadata"].get("labels") or {}
-            assert labels.get("app.kubernetes.io/name") == "schemashift", (directory, obj["kind"])
-    for obj in load_dir(MANIFESTS / "examples"):
-        assert (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/name") != "schemashift"
+def test_per_namespace_migration_rbac_equals_the_source(render: Render) -> None:
+    """rbac.migrationJobNamespaces renders manifests/rbac's per-namespace objects there."""
+    source = [
+        o
+        for o in load_dir(MANIFESTS / "rbac")
+        if "namespace" not in o["metadata"]
+        and o["kind"] in ("ServiceAccount", "RoleBinding", "Role")
+    ]
+    assert source, "manifests/rbac has no per-application-namespace objects any more?"
+    rendered = render(CHART, "--set", "rbac.migrationJobNamespaces={shop}")
+    for obj in source:
+        match = [
+            o
+            for o in rendered
+            if (o["kind"], o["metadata"]["name"], o["metadata"].get("namespace"))
+            == (obj["kind"], obj["metadata"]["name"], "shop")
+        ]
+        assert len(match) == 1, (obj["kind"], obj["metadata"]["name"])
+        if obj["kind"] == "RoleBinding":
+            subjects = [{**s, "namespace": "shop"} for s in obj["subjects"]]
+            assert match[0]["subjects"] == subjects
+            assert match[0]["roleRef"] == obj["roleRef"]
 
 
 # --- helm lint / template ------------------------------------------------------------------------
+
 
 def test_helm_lint_operator_chart(helm: str) -> None:
     result = run_helm(helm, "lint", "--strict", str(CHART))
@@ -221,8 +251,13 @@ def test_operator_deployment(render: Render) -> None:
     pod = deployment["spec"]["template"]["spec"]
     container = one([{"kind": "c", **c} for c in pod["containers"]], "c")
     assert container["command"] + container["args"] == [
-        "schemashift", "operator", "--liveness", "http://0.0.0.0:8080/healthz",
-        "--metrics-port", "9090"]
+        "schemashift",
+        "operator",
+        "--liveness",
+        "http://0.0.0.0:8080/healthz",
+        "--metrics-port",
+        "9090",
+    ]
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -235,20 +270,35 @@ def test_operator_deployment(render: Render) -> None:
     sa = one(objects, "ServiceAccount")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     binding = one(objects, "ClusterRoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
-                                    "namespace": "schemashift-system"}]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": sa["metadata"]["name"],
+            "namespace": "schemashift-system",
+        }
+    ]
     service = one(objects, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
-    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"][
-        "labels"].items()
+    assert (
+        service["spec"]["selector"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
 
 
 def test_operator_options_render(render: Render) -> None:
-    objects = render(CHART, "--set", "operator.watchNamespaces={shop,billing}",
-                     "--set", "operator.jobImage=registry.example/app:1",
-                     "--set", "image.digest=sha256:" + "a" * 64,
-                     "--set", "metrics.serviceMonitor.enabled=true",
-                     "--set", "metrics.serviceMonitor.labels.release=prom")
+    objects = render(
+        CHART,
+        "--set",
+        "operator.watchNamespaces={shop,billing}",
+        "--set",
+        "operator.jobImage=registry.example/app:1",
+        "--set",
+        "image.digest=sha256:" + "a" * 64,
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prom",
+    )
     container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     args = container["args"]
     assert args[args.index("--job-image") + 1] == "registry.example/app:1"
@@ -280,31 +330,52 @@ def test_wrong_values_fail_with_a_readable_error(helm: str, args: list[str], mes
 
 
 def test_service_monitor_without_service_is_refused(helm: str) -> None:
-    result = run_helm(helm, "template", "x", str(CHART), "--set",
-                      "metrics.serviceMonitor.enabled=true", "--set",
-                      "metrics.service.enabled=false")
+    result = run_helm(
+        helm,
+        "template",
+        "x",
+        str(CHART),
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.service.enabled=false",
+    )
     assert result.returncode != 0
     assert "metrics.serviceMonitor.enabled needs metrics.service.enabled" in result.stderr
 
 
 # --- the hook chart ------------------------------------------------------------------------------
 
+
 def hook_annotations(obj: dict[str, Any]) -> tuple[int, set[str]]:
     annotations = obj["metadata"]["annotations"]
     assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}, obj
-    return (int(annotations["helm.sh/hook-weight"]),
-            set(annotations["helm.sh/hook-delete-policy"].split(",")))
+    return (
+        int(annotations["helm.sh/hook-weight"]),
+        set(annotations["helm.sh/hook-delete-policy"].split(",")),
+    )
 
 
 def test_hook_chart_orders_its_hooks(render: Render) -> None:
-    objects = render(HOOK, "-f", str(HOOK_CI_VALUES), "--set", "secrets.database.create=true",
-                     "--set", "secrets.database.url=postgresql://u:p@db/app",
-                     release="hms", namespace="shop")
+    objects = render(
+        HOOK,
+        "-f",
+        str(HOOK_CI_VALUES),
+        "--set",
+        "secrets.database.create=true",
+        "--set",
+        "secrets.database.url=postgresql://u:p@db/app",
+        release="hms",
+        namespace="shop",
+    )
     weights = {(o["kind"], o["metadata"]["name"]): hook_annotations(o) for o in objects}
     assert all("before-hook-creation" in policy for _, policy in weights.values())
     secret = weights[("Secret", "hms-schemashift-db")][0]
-    rbac = {w for (kind, _), (w, _) in weights.items()
-            if kind in ("ServiceAccount", "Role", "RoleBinding")}
+    rbac = {
+        w
+        for (kind, _), (w, _) in weights.items()
+        if kind in ("ServiceAccount", "Role", "RoleBinding")
+    }
     smig = weights[("SchemaMigration", "hms-r1")]
     job = weights[("Job", "hms-schemashift-wait")]
     assert secret < min(rbac) and max(rbac) < smig[0] < job[0]
@@ -321,25 +392,67 @@ def test_hook_job_waits_for_the_migration(render: Render) -> None:
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["command"] + container["args"] == [
-        "schemashift", "wait", "hms-r1", "--namespace", "shop", "--timeout", "2100s"]
+        "schemashift",
+        "wait",
+        "hms-r1",
+        "--namespace",
+        "shop",
+        "--timeout",
+        "2100s",
+    ]
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["activeDeadlineSeconds"] > 2100
     assert pod["restartPolicy"] == "Never"
     assert container["securityContext"] == RESTRICTED_CONTAINER
-    binding = next(o for o in by_kind(objects, "RoleBinding")
-                   if o["subjects"][0]["name"] == pod["serviceAccountName"])
-    role = next(o for o in by_kind(objects, "Role")
-                if o["metadata"]["name"] == binding["roleRef"]["name"])
-    assert role["rules"] == [{"apiGroups": ["schemashift.io"], "resources": ["schemamigrations"],
-                              "resourceNames": ["hms-r1"], "verbs": ["get", "list", "watch"]}]
+    binding = next(
+        o
+        for o in by_kind(objects, "RoleBinding")
+        if o["subjects"][0]["name"] == pod["serviceAccountName"]
+    )
+    role = next(
+        o for o in by_kind(objects, "Role") if o["metadata"]["name"] == binding["roleRef"]["name"]
+    )
+    assert role["rules"] == [
+        {
+            "apiGroups": ["schemashift.io"],
+            "resources": ["schemamigrations"],
+            "resourceNames": ["hms-r1"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+
+
+def test_hook_runner_role_has_the_migration_job_rules_for_its_resource_only(
+    render: Render,
+) -> None:
+    objects = render(HOOK, "-f", str(HOOK_CI_VALUES), release="hms", namespace="shop")
+    runner = next(
+        o for o in by_kind(objects, "Role") if o["metadata"]["name"] == "hms-schemashift-runner"
+    )
+    source = next(
+        o
+        for o in load_dir(MANIFESTS / "rbac")
+        if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "schemashift-migration"
+    )
+    assert runner["rules"] == [{**rule, "resourceNames": ["hms-r1"]} for rule in source["rules"]]
 
 
 def test_hook_spec_is_rendered_with_tpl(render: Render) -> None:
-    objects = render(HOOK, "-f", str(HOOK_CI_VALUES), "--set", "global.tag=1.42.0",
-                     "--set-string",
-                     "migration.spec.migrations.image=registry.example/hms:{{ .Values.global.tag }}",
-                     "--set", "migration.name=hms-{{ .Release.Revision }}-{{ .Values.global.tag }}",
-                     "--set", "waiter.timeout=2h", release="hms", namespace="shop")
+    objects = render(
+        HOOK,
+        "-f",
+        str(HOOK_CI_VALUES),
+        "--set",
+        "global.tag=1.42.0",
+        "--set-string",
+        "migration.spec.migrations.image=registry.example/hms:{{ .Values.global.tag }}",
+        "--set",
+        "migration.name=hms-{{ .Release.Revision }}-{{ .Values.global.tag }}",
+        "--set",
+        "waiter.timeout=2h",
+        release="hms",
+        namespace="shop",
+    )
     smig = one(objects, "SchemaMigration")
     assert smig["spec"]["migrations"]["image"] == "registry.example/hms:1.42.0"
     assert smig["metadata"]["name"] == "hms-1-1.42.0"
@@ -350,13 +463,28 @@ def test_hook_spec_is_rendered_with_tpl(render: Render) -> None:
     ("args", "message"),
     [
         ([], "migration.spec.migrations.image is required"),
-        (["--set", "migration.spec.migrations.image=registry.example/hms:1"],
-         "migration.spec.database.urlSecretRef.name is required"),
-        (["-f", str(HOOK_CI_VALUES), "--set", "secrets.database.create=true"],
-         "secrets.database.url is required"),
+        (
+            ["--set", "migration.spec.migrations.image=registry.example/hms:1"],
+            "migration.spec.backup.url is required when migration.spec.backup.enabled is true",
+        ),
+        (
+            [
+                "--set",
+                "migration.spec.migrations.image=registry.example/hms:1",
+                "--set",
+                "migration.spec.backup.url=s3://hms-backups/hms/",
+            ],
+            "migration.spec.database.urlSecretRef.name is required",
+        ),
+        (
+            ["-f", str(HOOK_CI_VALUES), "--set", "secrets.database.create=true"],
+            "secrets.database.url is required",
+        ),
         (["-f", str(HOOK_CI_VALUES), "--set", "waiter.timeout=soon"], "/waiter/timeout"),
-        (["-f", str(HOOK_CI_VALUES), "--set", "migration.spec.environment=prod"],
-         "/migration/spec/environment"),
+        (
+            ["-f", str(HOOK_CI_VALUES), "--set", "migration.spec.environment=prod"],
+            "/migration/spec/environment",
+        ),
         (["-f", str(HOOK_CI_VALUES), "--set", "waiter.tmeout=1h"], "tmeout"),
     ],
 )

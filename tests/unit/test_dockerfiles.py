@@ -79,8 +79,11 @@ def test_entrypoint_is_the_schemashift_console_script(path: Path) -> None:
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_base_images_are_pinned(path: Path) -> None:
-    stages = {i.args.split()[-1] for i in instructions(path)
-              if i.keyword == "FROM" and " AS " in i.args.upper()}
+    stages = {
+        i.args.split()[-1]
+        for i in instructions(path)
+        if i.keyword == "FROM" and " AS " in i.args.upper()
+    }
     for instruction in instructions(path):
         if instruction.keyword != "FROM":
             continue
@@ -104,8 +107,11 @@ def test_main_image_is_multi_stage_without_build_tools_in_the_final_stage() -> N
 
 def test_main_image_ships_a_pg_client_that_covers_supported_servers() -> None:
     final = final_stage(ROOT / "Dockerfile")
-    major = next(i.args.split("=", 1)[1] for i in final
-                 if i.keyword == "ARG" and i.args.startswith("PG_MAJOR="))
+    major = next(
+        i.args.split("=", 1)[1]
+        for i in final
+        if i.keyword == "ARG" and i.args.startswith("PG_MAJOR=")
+    )
     assert int(major) >= 18  # pg_dump dumps servers up to its own major version only
     runs = " ".join(i.args for i in final if i.keyword == "RUN")
     assert "postgresql-client-${PG_MAJOR}" in runs
@@ -132,23 +138,28 @@ def test_commands_named_by_images_and_charts_exist() -> None:
     """`schemashift --help` lists every subcommand the charts and Dockerfiles run."""
     result = subprocess.run(
         [sys.executable, "-c", "from schemashift.cli import main; main()", "--help"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     listed = set(re.findall(r"^\s{2}([a-z][a-z-]+)\s", result.stdout, re.M))
     assert {"operator", "wait", "run-job", "apply", "plan"} <= listed, result.stdout
     for command in ("operator", "wait"):
         sub = subprocess.run(
             [sys.executable, "-c", "from schemashift.cli import main; main()", command, "--help"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         assert sub.returncode == 0, sub.stderr
     operator_help = subprocess.run(
         [sys.executable, "-c", "from schemashift.cli import main; main()", "operator", "--help"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert "--liveness" in operator_help and "--metrics-port" in operator_help
     wait_help = subprocess.run(
         [sys.executable, "-c", "from schemashift.cli import main; main()", "wait", "--help"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert "--namespace" in wait_help and "--timeout" in wait_help

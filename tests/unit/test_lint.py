@@ -6,7 +6,6 @@ exists, the safe version the rule's message recommends, which must not raise it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,97 +13,7 @@ import pytest
 from schemashift import scripts
 from schemashift.plan import RULES, LintFinding, lint, render
 from tests.fixtures.histories import Revision, write_history
-
-BASE = Revision("base0", "users and orders", """
-    op.create_table("users", sa.Column("id", sa.Integer, primary_key=True),
-                    sa.Column("email", sa.String(50)), sa.Column("name", sa.String(50)),
-                    sa.Column("age", sa.Integer))
-    op.create_table("orders", sa.Column("id", sa.Integer, primary_key=True),
-                    sa.Column("user_id", sa.Integer), sa.Column("note", sa.Text))
-""", 'op.drop_table("orders")\nop.drop_table("users")')
-
-CONCURRENT_INDEX = """
-with op.get_context().autocommit_block():
-    op.create_index("ix_users_email", "users", ["email"], postgresql_concurrently=True)
-"""
-
-
-@dataclass
-class Case:
-    rule: str
-    risky: str
-    safe: str | None  # None: no one-revision alternative (the message says what to do)
-
-
-CASES = [
-    Case("add-not-null-column-without-default",
-         'op.add_column("users", sa.Column("plan", sa.String(10), nullable=False))',
-         'op.add_column("users", sa.Column("plan", sa.String(10), nullable=False, '
-         'server_default="free"))'),
-    Case("add-column-volatile-default",
-         'op.add_column("users", sa.Column("token", sa.Uuid, '
-         'server_default=sa.text("gen_random_uuid()")))',
-         # now() is STABLE: PostgreSQL 11+ evaluates it once and stores it, no rewrite
-         'op.add_column("users", sa.Column("seen", sa.DateTime, server_default=sa.func.now()))'),
-    Case("add-column-volatile-default",
-         'op.add_column("orders", sa.Column("seq", sa.BigInteger, sa.Identity()))', None),
-    Case("change-column-type",
-         'op.alter_column("users", "age", type_=sa.BigInteger, existing_type=sa.Integer)',
-         'op.alter_column("users", "email", type_=sa.String(100), '
-         'existing_type=sa.String(50))'),
-    Case("change-column-type",
-         'op.execute("ALTER TABLE users ALTER COLUMN age TYPE bigint")', None),
-    Case("create-index-not-concurrently",
-         'op.create_index("ix_users_email", "users", ["email"])', CONCURRENT_INDEX),
-    Case("create-index-not-concurrently",
-         'op.execute("CREATE INDEX ix_users_email ON users (email)")',
-         'with op.get_context().autocommit_block():\n'
-         '    op.execute("CREATE INDEX CONCURRENTLY ix_users_email ON users (email)")'),
-    Case("concurrently-outside-autocommit-block",
-         'op.create_index("ix_users_email", "users", ["email"], postgresql_concurrently=True)',
-         CONCURRENT_INDEX),
-    Case("add-foreign-key-validated",
-         'op.create_foreign_key("fk_orders_user", "orders", "users", ["user_id"], ["id"])',
-         'op.create_foreign_key("fk_orders_user", "orders", "users", ["user_id"], ["id"], '
-         'postgresql_not_valid=True)'),
-    Case("add-foreign-key-validated",
-         'op.execute("ALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (user_id) '
-         'REFERENCES users (id)")',
-         'op.execute("ALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (user_id) '
-         'REFERENCES users (id) NOT VALID")'),
-    Case("add-unique-constraint",
-         'op.create_unique_constraint("uq_users_email", "users", ["email"])',
-         CONCURRENT_INDEX.replace('["email"],', '["email"], unique=True,')
-         + 'op.execute("ALTER TABLE users ADD CONSTRAINT uq_users_email '
-         'UNIQUE USING INDEX ix_users_email")'),
-    Case("add-check-constraint",
-         'op.create_check_constraint("ck_users_age", "users", "age >= 0")',
-         'op.create_check_constraint("ck_users_age", "users", "age >= 0", '
-         'postgresql_not_valid=True)'),
-    Case("drop-table", 'op.drop_table("orders")',
-         'op.create_table("scratch", sa.Column("id", sa.Integer))\nop.drop_table("scratch")'),
-    Case("drop-table", 'op.execute("DROP TABLE orders")', None),
-    Case("drop-column", 'op.drop_column("users", "name")',
-         'op.add_column("users", sa.Column("tmp", sa.Integer))\n'
-         'op.drop_column("users", "tmp")'),
-    Case("drop-column",
-         'with op.batch_alter_table("users") as batch:\n    batch.drop_column("name")', None),
-    Case("drop-column", 'op.execute("ALTER TABLE users DROP COLUMN name")',
-         'op.execute("ALTER TABLE users ALTER COLUMN name DROP DEFAULT")'),
-    Case("rename-table", 'op.rename_table("orders", "purchases")', None),
-    Case("rename-column", 'op.alter_column("users", "name", new_column_name="full_name")',
-         None),
-    Case("rename-column", 'op.execute("ALTER TABLE users RENAME COLUMN name TO full_name")',
-         'op.execute("ALTER TABLE users RENAME CONSTRAINT users_pkey TO users_pk")'),
-    Case("set-not-null",
-         'op.alter_column("users", "email", nullable=False, existing_type=sa.String(50))',
-         'op.add_column("users", sa.Column("score", sa.Integer, server_default="0"))\n'
-         'op.alter_column("users", "score", nullable=False)'),
-    Case("unrenderable-revision",
-         'rows = op.get_bind().execute(sa.text("SELECT id FROM users")).fetchall()',
-         'op.get_bind().execute(sa.text("UPDATE users SET age = :age WHERE age IS NULL"), '
-         '{"age": 0})'),
-]
+from tests.fixtures.lint_cases import BASE, CASES, CONCURRENT_INDEX, Case
 
 
 def lint_revision(tmp_path: Path, upgrade_src: str) -> list[LintFinding]:

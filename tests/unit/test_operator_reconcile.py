@@ -282,8 +282,12 @@ def test_moved_database_is_replanned_never_applied(api: FakeApi, ctx: reconcile.
     assert status["phase"] == "AwaitingApproval" and status["plan"]["hash"] == "h2"
     assert api.condition("app", "Approved")["reason"] == reasons.PLAN_STALE
     assert len(api.created) == 2  # plan, replan: no apply
-    run(ctx, "app")  # the old approval does not match the new plan
-    assert api.condition("app", "Approved")["reason"] == reasons.APPROVAL_HASH_MISMATCH
+    run(ctx, "app")  # the old approval does not match the new plan: PlanStale said so already
+    assert api.condition("app", "Approved")["reason"] == reasons.PLAN_STALE
+    assert len(api.created) == 2
+    approve(api, "app", "h2")
+    run(ctx, "app")
+    assert api.status("app")["step"] == "replan"
 
 
 def test_failure_is_rolled_back_and_scrubbed(api: FakeApi, ctx: reconcile.Context) -> None:

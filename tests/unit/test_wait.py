@@ -27,8 +27,12 @@ def test_parse_duration_rejects(text: str) -> None:
 
 
 def test_format_duration() -> None:
-    assert [wait.format_duration(s) for s in (0, 42, 185, 3723)] == ["0s", "42s", "3m05s",
-                                                                     "1h02m03s"]
+    assert [wait.format_duration(s) for s in (0, 42, 185, 3723)] == [
+        "0s",
+        "42s",
+        "3m05s",
+        "1h02m03s",
+    ]
 
 
 def _obj(status: dict[str, Any], generation: int = 1) -> dict[str, Any]:
@@ -90,14 +94,27 @@ def test_verdict_failed_names_message_and_reason(phase: str) -> None:
 
 
 def test_verdict_falls_back_to_ready_false() -> None:
-    status = {"phase": "Failed", "conditions": [
-        {"type": "Ready", "status": "False", "reason": "SecretNotFound"}]}
+    status = {
+        "phase": "Failed",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "SecretNotFound"}],
+    }
     result = wait.verdict(_obj(status))
     assert result is not None and "condition Ready, reason SecretNotFound" in result.message
 
 
-@pytest.mark.parametrize("phase", [None, "Pending", "Planning", "AwaitingApproval", "BackingUp",
-                                   "Migrating", "Verifying", "RollingBack"])
+@pytest.mark.parametrize(
+    "phase",
+    [
+        None,
+        "Pending",
+        "Planning",
+        "AwaitingApproval",
+        "BackingUp",
+        "Migrating",
+        "Verifying",
+        "RollingBack",
+    ],
+)
 def test_verdict_none_while_in_progress(phase: str | None) -> None:
     assert wait.verdict(_obj({"phase": phase} if phase else {})) is None
 
@@ -131,12 +148,18 @@ def _kubeconfig(path: Path, server: str, namespace: str | None = None) -> Path:
     context: dict[str, Any] = {"cluster": "c", "user": "u"}
     if namespace:
         context["namespace"] = namespace
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": context}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": context}],
+            }
+        )
+    )
     return path
 
 
@@ -164,5 +187,7 @@ def test_missing_kubeconfig_exits_2(
 def test_bad_timeout_exits_2_before_contacting_anything() -> None:
     lines: list[str] = []
     assert wait.wait_for("app", timeout="soon", echo=lines.append) == 2
-    assert lines == ["error: invalid duration 'soon'\n  hint: use a number with a unit, "
-                     'e.g. "90s", "30m" or "1h30m"']
+    assert lines == [
+        "error: invalid duration 'soon'\n  hint: use a number with a unit, "
+        'e.g. "90s", "30m" or "1h30m"'
+    ]

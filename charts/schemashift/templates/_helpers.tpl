@@ -27,12 +27,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
-{{- define "schemashift.labels" -}}
+{{/* Labels of every object, without app.kubernetes.io/component. */}}
+{{- define "schemashift.baseLabels" -}}
 helm.sh/chart: {{ include "schemashift.chart" . }}
-{{ include "schemashift.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "schemashift.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: schemashift
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels of the operator's objects. */}}
+{{- define "schemashift.labels" -}}
+{{ include "schemashift.baseLabels" . }}
+app.kubernetes.io/component: operator
 {{- end }}
 
 {{- define "schemashift.serviceAccountName" -}}

@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from schemashift import db
-from schemashift.diff import blindspots, changes, enums, renames
+from schemashift.diff import blindspots, changes, enums, prefilter, renames, speed
 from schemashift.diff.report import ChangeReport
 from schemashift.project import Project
 
@@ -42,7 +42,10 @@ def schemas_in(metadata: sa.MetaData) -> set[str | None]:
     return {None} | {table.schema for table in metadata.tables.values()}
 
 
-def migration_context(conn: Connection, metadata: sa.MetaData) -> MigrationContext:
+def migration_context(
+    conn: Connection, metadata: sa.MetaData, skip: frozenset[str] = frozenset()
+) -> MigrationContext:
+    """`skip`: default-schema tables known to match their models (see prefilter)."""
     schemas = schemas_in(metadata)
     default_schema = conn.dialect.default_schema_name
     wanted = {schema or default_schema for schema in schemas}
@@ -50,20 +53,33 @@ def migration_context(conn: Connection, metadata: sa.MetaData) -> MigrationConte
     def include_name(name: str | None, type_: str, parents: dict[str, Any]) -> bool:
         if type_ == "schema":
             return (name or default_schema) in wanted
-        return not (type_ == "table" and name == VERSION_TABLE)
+        if type_ == "table":
+            return name != VERSION_TABLE and not (
+                name in skip and parents.get("schema_name") in (None, default_schema))
+        return True
+
+    def include_object(
+        item: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        return not (type_ == "table" and item.schema is None and name in skip)
 
     opts: dict[str, Any] = {
         "compare_type": True,
-        "compare_server_default": True,
+        "compare_server_default": speed.compare_server_default,
         "include_schemas": schemas != {None},
         "include_name": include_name,
+        "include_object": include_object,
         "target_metadata": metadata,
     }
-    return MigrationContext.configure(conn, opts=opts)
+    context = MigrationContext.configure(conn, opts=opts)
+    speed.install(context, conn)
+    return context
 
 
-def compare(conn: Connection, metadata: sa.MetaData) -> Comparison:
-    context = migration_context(conn, metadata)
+def compare(conn: Connection, metadata: sa.MetaData, *, shortcut: bool = True) -> Comparison:
+    """`shortcut=False` compares every table through Alembic (tests prove both agree)."""
+    skip = frozenset(prefilter.unchanged_tables(conn, metadata)) if shortcut else frozenset()
+    context = migration_context(conn, metadata, skip)
     script = produce_migrations(context, metadata)
     assert script.upgrade_ops is not None
     diffs = script.upgrade_ops.as_diffs()

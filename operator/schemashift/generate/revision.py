@@ -46,6 +46,12 @@ def create_model_migration(
             scaffold.scaffold(migrations_dir)
             script = scripts.script_directory(scripts.alembic_config(migrations_dir, url))
         assert script is not None
+        if not (Path(script.dir) / "script.py.mako").is_file():
+            raise errors.UsageError(
+                f"migrations directory {script.dir} has no script.py.mako",
+                hint="restore the revision template, or remove the directory and rerun "
+                     "create-model-migration to initialise it",
+            )
         path = _write(script, conn, metadata, migration, message.strip(), head)
     if apply:
         _upgrade(migrations_dir, url, path)

@@ -93,7 +93,7 @@ def format_bytes(size: float) -> str:
 
 
 def current_stage(status: Mapping[str, Any]) -> str | None:
-    """"2/3 add_email (running)" for the first unfinished stage, else the last stage's state."""
+    """ "2/3 add_email (running)" for the first unfinished stage, else the last stage's state."""
     stages = [s for s in status.get("stages") or [] if isinstance(s, Mapping)]
     if not stages:
         return None
@@ -131,8 +131,12 @@ def progress_line(status: Mapping[str, Any]) -> str:
 def failing_condition(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The condition that says why it failed: Failed=True, else Stalled=True, else Ready=False."""
     conditions = [c for c in status.get("conditions") or [] if isinstance(c, Mapping)]
-    for kind, state in (("Failed", "True"), ("RolledBack", "True"), ("Stalled", "True"),
-                        ("Ready", "False")):
+    for kind, state in (
+        ("Failed", "True"),
+        ("RolledBack", "True"),
+        ("Stalled", "True"),
+        ("Ready", "False"),
+    ):
         for condition in conditions:
             if condition.get("type") == kind and condition.get("status") == state:
                 return condition
@@ -150,8 +154,11 @@ def verdict(obj: Mapping[str, Any]) -> Verdict | None:
     ref = f"{meta.get('namespace', '')}/{meta.get('name', '')}".lstrip("/")
     phase = status.get("phase")
     if phase == SUCCEEDED:
-        return Verdict(errors.EXIT_OK, f"SchemaMigration {ref} Succeeded"
-                       + (f": {status['message']}" if status.get("message") else ""))
+        return Verdict(
+            errors.EXIT_OK,
+            f"SchemaMigration {ref} Succeeded"
+            + (f": {status['message']}" if status.get("message") else ""),
+        )
     if phase not in FAILED_PHASES:
         return None
     observed = status.get("observedGeneration")
@@ -183,8 +190,11 @@ def load_api(namespace: str | None) -> tuple[client.ApiClient, str]:
             config.load_kube_config(kubeconfig, client_configuration=configuration)
             _, context = config.list_kube_config_contexts(kubeconfig)
         except (ConfigException, OSError) as exc:
-            raise WaitError(errors.EXIT_USAGE, f"no Kubernetes configuration found: {exc}\n"
-                            "  hint: run inside a pod, or set KUBECONFIG / ~/.kube/config") from exc
+            raise WaitError(
+                errors.EXIT_USAGE,
+                f"no Kubernetes configuration found: {exc}\n"
+                "  hint: run inside a pod, or set KUBECONFIG / ~/.kube/config",
+            ) from exc
         default_ns = (context or {}).get("context", {}).get("namespace")
     return client.ApiClient(configuration), namespace or default_ns or "default"
 
@@ -199,8 +209,16 @@ def _is_unreachable(exc: BaseException) -> bool:
 class _Waiter:
     """The watch loop: holds the clock, the last line printed and the grace-period timers."""
 
-    def __init__(self, api: client.ApiClient, name: str, namespace: str, timeout_s: float,
-                 echo: Echo, not_found_grace: float, unreachable_grace: float) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        name: str,
+        namespace: str,
+        timeout_s: float,
+        echo: Echo,
+        not_found_grace: float,
+        unreachable_grace: float,
+    ) -> None:
         self.objects = client.CustomObjectsApi(api)
         self.name, self.namespace, self.echo = name, namespace, echo
         self.started = time.monotonic()
@@ -220,8 +238,9 @@ class _Waiter:
         return self.deadline - time.monotonic()
 
     def run(self) -> int:
-        self.echo(f"waiting for SchemaMigration {self.ref} "
-                  f"(timeout {format_duration(self.timeout_s)})")
+        self.echo(
+            f"waiting for SchemaMigration {self.ref} (timeout {format_duration(self.timeout_s)})"
+        )
         while self.remaining() > 0:
             try:
                 for obj in self._events():
@@ -230,9 +249,11 @@ class _Waiter:
                         return result
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
                 self._on_error(exc)
-        self.echo(f"error: timed out after {format_duration(self.timeout_s)} waiting for "
-                  f"SchemaMigration {self.ref} (last phase: {self.last_phase}); the migration "
-                  f"itself goes on: kubectl -n {self.namespace} get smig {self.name}")
+        self.echo(
+            f"error: timed out after {format_duration(self.timeout_s)} waiting for "
+            f"SchemaMigration {self.ref} (last phase: {self.last_phase}); the migration "
+            f"itself goes on: kubectl -n {self.namespace} get smig {self.name}"
+        )
         return errors.EXIT_FAILED
 
     def _events(self) -> Iterator[Mapping[str, Any]]:
@@ -241,15 +262,22 @@ class _Waiter:
         yield obj
         chunk = max(1, min(WATCH_CHUNK_S, int(self.remaining()) + 1))
         stream = watch.Watch().stream(
-            self.objects.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
+            self.objects.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
             field_selector=f"metadata.name={self.name}",
             resource_version=obj["metadata"].get("resourceVersion"),
-            timeout_seconds=chunk, _request_timeout=chunk + 10,
+            timeout_seconds=chunk,
+            _request_timeout=chunk + 10,
         )
         for event in stream:
             if event.get("type") == "DELETED":
-                raise WaitError(errors.EXIT_FAILED,
-                                f"SchemaMigration {self.ref} was deleted while waiting for it")
+                raise WaitError(
+                    errors.EXIT_FAILED,
+                    f"SchemaMigration {self.ref} was deleted while waiting for it",
+                )
             if event.get("type") in ("ADDED", "MODIFIED") and isinstance(event["object"], dict):
                 yield event["object"]
             if self.remaining() <= 0:
@@ -259,35 +287,44 @@ class _Waiter:
         while True:
             try:
                 obj: Mapping[str, Any] = self.objects.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, self.name, _request_timeout=(10, 30))
+                    GROUP, VERSION, self.namespace, PLURAL, self.name, _request_timeout=(10, 30)
+                )
                 return obj
             except ApiException as exc:
                 if exc.status == 403:
-                    raise WaitError(errors.EXIT_USAGE, f"not allowed to read SchemaMigration "
-                                    f"{self.ref}: {exc.reason}\n  hint: grant get/list/watch on "
-                                    f"{PLURAL}.{GROUP} to this ServiceAccount") from exc
+                    raise WaitError(
+                        errors.EXIT_USAGE,
+                        f"not allowed to read SchemaMigration "
+                        f"{self.ref}: {exc.reason}\n  hint: grant get/list/watch on "
+                        f"{PLURAL}.{GROUP} to this ServiceAccount",
+                    ) from exc
                 if exc.status != 404:
                     raise
                 self._on_missing()
 
     def _on_missing(self) -> None:
         if time.monotonic() - self.started >= min(self.not_found_grace, self.timeout_s):
-            raise WaitError(errors.EXIT_USAGE, f"SchemaMigration {self.ref} not found\n  hint: "
-                            f"check the name and namespace (kubectl -n {self.namespace} get smig),"
-                            " and that the schemashift CRD is installed")
+            raise WaitError(
+                errors.EXIT_USAGE,
+                f"SchemaMigration {self.ref} not found\n  hint: "
+                f"check the name and namespace (kubectl -n {self.namespace} get smig),"
+                " and that the schemashift CRD is installed",
+            )
         time.sleep(RETRY_DELAY_S)
 
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, ApiException) and exc.status == 410:
             return  # watch history expired: the next loop reads the object afresh
         if not _is_unreachable(exc):
-            raise WaitError(errors.EXIT_USAGE,
-                            f"reading SchemaMigration {self.ref} failed: {_describe(exc)}") from exc
+            raise WaitError(
+                errors.EXIT_USAGE, f"reading SchemaMigration {self.ref} failed: {_describe(exc)}"
+            ) from exc
         now = time.monotonic()
         self.unreachable_since = self.unreachable_since or now
         if now - self.unreachable_since >= self.unreachable_grace or self.remaining() <= 0:
-            raise WaitError(errors.EXIT_INFRA,
-                            f"Kubernetes API server unreachable: {_describe(exc)}") from exc
+            raise WaitError(
+                errors.EXIT_INFRA, f"Kubernetes API server unreachable: {_describe(exc)}"
+            ) from exc
         time.sleep(min(RETRY_DELAY_S, max(self.remaining(), 0)))
 
     def _observe(self, obj: Mapping[str, Any]) -> int | None:
@@ -307,8 +344,10 @@ class _Waiter:
     def _hint_approval(self, status: Mapping[str, Any]) -> None:
         plan_hash = (status.get("plan") or {}).get("hash")
         if status.get("phase") == "AwaitingApproval" and plan_hash:
-            self.echo(f"  approve with: kubectl -n {self.namespace} annotate smig {self.name} "
-                      f"schemashift.io/approved={plan_hash}")
+            self.echo(
+                f"  approve with: kubectl -n {self.namespace} annotate smig {self.name} "
+                f"schemashift.io/approved={plan_hash}"
+            )
 
 
 def _describe(exc: BaseException) -> str:
@@ -317,9 +356,15 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def wait_for(name: str, namespace: str | None = None, timeout: str = "30m", echo: Echo = print,
-             *, not_found_grace: float = NOT_FOUND_GRACE_S,
-             unreachable_grace: float = UNREACHABLE_GRACE_S) -> int:
+def wait_for(
+    name: str,
+    namespace: str | None = None,
+    timeout: str = "30m",
+    echo: Echo = print,
+    *,
+    not_found_grace: float = NOT_FOUND_GRACE_S,
+    unreachable_grace: float = UNREACHABLE_GRACE_S,
+) -> int:
     """Watch SchemaMigration `name` until it finishes; print progress; return the exit code."""
     try:
         timeout_s = parse_duration(timeout)
@@ -327,8 +372,7 @@ def wait_for(name: str, namespace: str | None = None, timeout: str = "30m", echo
             raise WaitError(errors.EXIT_USAGE, "a SchemaMigration name is required")
         api, ns = load_api(namespace)
         with api:
-            return _Waiter(api, name, ns, timeout_s, echo, not_found_grace,
-                           unreachable_grace).run()
+            return _Waiter(api, name, ns, timeout_s, echo, not_found_grace, unreachable_grace).run()
     except errors.UsageError as exc:
         echo(f"error: {exc}")
         return errors.EXIT_USAGE

@@ -37,6 +37,11 @@ async def on_timer(namespace: str | None, name: str, **_: Any) -> None:
     await reconcile.reconcile(_ctx(), str(namespace), name)
 
 
+@kopf.on.event(*RESOURCE)
+async def on_event(namespace: str | None, name: str, status: kopf.Status, **_: Any) -> None:
+    await reconcile.observe(_ctx(), str(namespace), name, status.get("phase"))
+
+
 @kopf.on.event(*JOBS, labels=resource.MANAGED_BY)
 async def on_job_event(namespace: str | None, meta: kopf.Meta, **_: Any) -> None:
     for owner in meta.get("ownerReferences") or ():

@@ -51,6 +51,7 @@ class Context:
     job_image: str | None = None
     metrics: Metrics = field(default_factory=NoMetrics)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    announced: dict[str, str] = field(default_factory=dict)  # uid → last phase announced
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self.locks.setdefault(f"{namespace}/{name}", asyncio.Lock())
@@ -91,8 +92,10 @@ async def finalize(ctx: Context, namespace: str, name: str, poll_s: float = 0.5,
     """On deletion: stop a running Job, say where the database was left, then let go."""
     async with ctx.lock(namespace, name):
         body = await ctx.api.get_migration(namespace, name)
+        ctx.locks.pop(f"{namespace}/{name}", None)
         if body is None:
             return "gone"
+        ctx.announced.pop(str(body["metadata"].get("uid")), None)
         status = body.get("status") or {}
         job_name = status.get("jobName")
         if status.get("step") not in RUNNING_STEPS or not job_name:
@@ -215,22 +218,38 @@ async def _track_job(ctx: Context, body: Body) -> None:
         pods = await ctx.api.job_pods(meta["namespace"], status["jobName"])
         outcome = kstatus.job_outcome(job, pods)
     if not outcome.finished:
-        await _announce_phase(ctx, body)
+        await _announce_phase(ctx, body, status.get("phase"))
         return
     if outcome.stop_job:
         await ctx.api.delete_job(meta["namespace"], status["jobName"])
     await _finish_step(ctx, body, outcome)
 
 
-async def _announce_phase(ctx: Context, body: Body) -> None:
+async def observe(ctx: Context, namespace: str, name: str, phase: str | None) -> None:
+    """A phase seen in a watch event: announced once even when the runner moves on fast."""
+    async with ctx.lock(namespace, name):
+        body = await ctx.api.get_migration(namespace, name)
+        if body is not None and not body["metadata"].get("deletionTimestamp"):
+            await _announce_phase(ctx, body, phase)
+
+
+async def _announce_phase(ctx: Context, body: Body, phase: str | None) -> None:
     """An event (and Reconciling reason) for each phase the runner reports."""
     status = body.get("status") or {}
-    phase = status.get("phase")
-    if not phase or phase == status.get("announcedPhase") or phase in resource.TERMINAL_PHASES:
+    uid = str(body["metadata"].get("uid"))
+    last = ctx.announced.get(uid, status.get("announcedPhase"))
+    if (status.get("step") not in RUNNING_STEPS or not phase or phase == last
+            or phase in resource.TERMINAL_PHASES):
         return
-    message = status.get("message") or f"phase {phase}"
-    await _set(ctx, body, phase, reasons.IN_PROGRESS, message, {"announcedPhase": phase},
-               keep_phase=True)
+    ctx.announced[uid] = phase
+    message = status.get("message") if status.get("phase") == phase else None
+    message = message or f"phase {phase}"
+    meta = body["metadata"]
+    generation = int(status.get("observedGeneration") or meta.get("generation", 1))
+    merged = conditions.merge(status.get("conditions") or (),
+                              conditions.summary(phase, reasons.IN_PROGRESS, message), generation)
+    await ctx.api.patch_status(meta["namespace"], meta["name"],
+                               {"conditions": merged, "announcedPhase": phase})
     await ctx.api.event(body, "Normal", phase, message)
 
 
@@ -286,8 +305,10 @@ async def _await_approval(ctx: Context, body: Body, result: progress.RunResult,
                    f"{result.fromRevision}); the plan was recomputed, nothing was applied; {how}")
     else:
         reason, message = reasons.AWAITING_APPROVAL, f"plan {result.planHash} ready; {how}"
+    # A stale plan's approval is already answered by PlanStale: not again as a hash mismatch.
+    approved = (body["metadata"].get("annotations") or {}).get(resource.APPROVED_ANNOTATION)
     fields = {**seq, **kstatus.result_fields(result), "step": "awaiting-approval",
-              "rejectedApproval": None}
+              "rejectedApproval": approved if stale else None}
     await _set(ctx, body, "AwaitingApproval", reason, message, fields, [
         conditions.Condition(conditions.PLANNED, "True", reasons.PLANNED,
                              f"plan {result.planHash}"),
@@ -329,7 +350,7 @@ async def _check_approval(ctx: Context, body: Body) -> None:
 
 async def _set(ctx: Context, body: Body, phase: str, reason: str, message: str,
                fields: Mapping[str, Any] | None = None,
-               extra: list[conditions.Condition] | None = None, keep_phase: bool = False) -> None:
+               extra: list[conditions.Condition] | None = None) -> None:
     meta, status = body["metadata"], body.get("status") or {}
     # A run belongs to the generation it started with; a later spec is looked at when it ends.
     running = status.get("step") in RUNNING_STEPS and "observedGeneration" in status
@@ -339,10 +360,9 @@ async def _set(ctx: Context, body: Body, phase: str, reason: str, message: str,
                               [*conditions.summary(phase, reason, message), *(extra or [])],
                               generation)
     patch: dict[str, Any] = {**(fields or {}), "message": message, "conditions": merged,
-                             "observedGeneration": generation}
-    if not keep_phase:
-        patch["phase"] = phase
-        patch["announcedPhase"] = phase
+                             "observedGeneration": generation, "phase": phase,
+                             "announcedPhase": phase}
+    ctx.announced[str(meta.get("uid"))] = phase
     await ctx.api.patch_status(meta["namespace"], meta["name"], patch)
     log.info("%s/%s %s %s: %s", meta["namespace"], meta["name"], phase, reason, message)
 

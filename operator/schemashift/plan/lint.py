@@ -138,6 +138,10 @@ def _add_column(step: Step) -> Hits:
         yield ("add-not-null-column-without-default",
                f"adding {where} as NOT NULL without a server default fails as soon as "
                f"{op.table_name} has a row")
+    for foreign_key in column.foreign_keys:
+        yield ("add-foreign-key-validated",
+               f"adding {where} with an inline foreign key to {foreign_key.target_fullname} "
+               f"validates every row while blocking writes to {op.table_name}")
 
 
 def _alter_column(step: Step) -> Hits:

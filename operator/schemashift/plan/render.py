@@ -24,6 +24,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy.sql.elements import TextClause
 
+from schemashift import redact
+
 
 @dataclass
 class RecordedOp:
@@ -93,7 +95,8 @@ class OfflineConnection:
         self._operations.execute(statement)
 
     def __getattr__(self, name: str) -> Any:
-        raise NotImplementedError(f"the planning connection cannot do .{name} offline")
+        raise AttributeError(f"the offline planning connection has no .{name}: it renders SQL "
+                             "and cannot read rows")
 
 
 def _parameter_sets(parameters: Any) -> Sequence[Mapping[str, Any] | None]:
@@ -149,7 +152,7 @@ def _render_one(
                 try:
                     revision.module.upgrade()
                 except Exception as exc:  # any failure: report, keep what was rendered
-                    error = f"{type(exc).__name__}: {exc}".strip()
+                    error = redact.redact(f"{type(exc).__name__}: {exc}".strip())
                     buffer.write(f"-- schemashift: upgrade() stopped rendering offline: {error}\n")
                 context.stamp(script, revision.revision)
         finally:
@@ -173,7 +176,8 @@ def _recording_operations(context: MigrationContext, recorder: _Recorder) -> Ope
     @contextmanager
     def batch_alter_table(*args: Any, **kwargs: Any) -> Iterator[Any]:
         with base_batch(*args, **kwargs) as batch_operations:
-            batch_operations._to_impl = dispatcher  # type: ignore[assignment]
+            batch_operations._to_impl = _RecordingDispatcher(  # type: ignore[assignment]
+                type(batch_operations)._to_impl, recorder)
             yield batch_operations
 
     offline = OfflineConnection(operations)

@@ -174,6 +174,7 @@ def _verify(store: s3.ObjectStore, partial: s3.S3Url, uploaded: UploadedStream,
         store.read(partial, digest.feed)
         digest.close()
         returncode = process.wait()
+        listing.wait()
     except BaseException:
         pgtools.stop(process)
         raise

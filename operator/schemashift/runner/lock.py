@@ -8,6 +8,7 @@ schemashift and of PostgreSQL (`hashtext` is not guaranteed stable across major 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -117,10 +118,9 @@ def migration_lock(
         try:
             yield MigrationLock(connection=conn, key=key)
         finally:
-            try:
+            # If the connection is gone, the server released the lock with it.
+            with contextlib.suppress(DBAPIError):
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            except DBAPIError:
-                pass  # the connection is gone, and the server released the lock with it
 
 
 def _locked(current: LockHolder | None, wait_seconds: float) -> errors.MigrationFailed:

@@ -114,11 +114,16 @@ class OutputTail:
     def _drain(self, pipe: IO[bytes]) -> None:
         with pipe:
             for line in pipe:
-                self.lines += 1
+                if line.strip() and not line.startswith(b";"):  # pg_restore --list comments
+                    self.lines += 1
                 self._tail = (self._tail + line)[-self._limit:]
 
-    def text(self, *secrets: str | None, timeout: float = 10) -> str:
+    def wait(self, timeout: float = 10) -> None:
+        """Until the child closed the pipe (call after the child exited)."""
         self._thread.join(timeout)
+
+    def text(self, *secrets: str | None) -> str:
+        self.wait()
         return redact.redact(self._tail.decode(errors="replace").strip(), *secrets)
 
 

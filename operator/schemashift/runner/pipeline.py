@@ -6,7 +6,11 @@ failure a user can meet: it returns a RunResult stating exactly where the databa
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -17,6 +21,7 @@ from sqlalchemy.engine import Connection
 from schemashift import db, errors, plan, progress, reasons, redact, scripts
 from schemashift.progress import BackupStatus, Outcome, Phase, Reporter, RunResult, StageStatus
 from schemashift.project import Project
+from schemashift.runner import backup as backup_engine
 from schemashift.runner import lock, rollback
 from schemashift.runner.options import RunOptions, parse_duration
 from schemashift.runner.stages import LockRetriesExhausted, Migrator, describe
@@ -33,10 +38,39 @@ _FINAL_PHASE: dict[str, Phase] = {
 
 
 def apply(project: Project, options: RunOptions, reporter: Reporter) -> RunResult:
-    result = _Run(project, options, reporter).execute()
+    with _sigterm_interrupts():
+        result = _Run(project, options, reporter).execute()
     reporter.emit("phase", phase=_FINAL_PHASE[result.outcome], message=result.message)
     reporter.emit("result", **result.to_dict())
     return result
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (Job deadline, pod deletion) stops the run like Ctrl-C does: psycopg cancels the
+    running statement, the pipeline rolls back per policy and still reports. Only the first
+    one interrupts: the rollback that follows must not be cut short by a repeat."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def interrupt(signum: int, frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> errors.MigrationFailed:
+    how = str(exc) or "interrupted (Ctrl-C)"
+    return errors.MigrationFailed(how, reason=reasons.INTERRUPTED)
 
 
 class _StageFailed(Exception):
@@ -68,9 +102,12 @@ class _Run:
         except errors.SchemashiftError as exc:
             return self._unchanged(exc.reason, exc.args[0] if exc.args else str(exc),
                                    exc.exit_code, exc.hint)
+        except KeyboardInterrupt as exc:
+            return self._unchanged(reasons.INTERRUPTED, _interrupted(exc).args[0],
+                                   errors.EXIT_FAILED, None)
         except Exception as exc:  # a defect must still end in a result, not a traceback
             return self._unchanged(reasons.MIGRATION_FAILED, f"unexpected {describe(exc)}",
-                                   errors.EXIT_FAILED, "rerun with SCHEMASHIFT_DEBUG=1 and report it")
+                                   errors.EXIT_FAILED, "report it, with the run's output")
 
     def _preflight_and_run(self) -> RunResult:
         url = self.project.require_database_url()
@@ -86,8 +123,6 @@ class _Run:
             server_version = db.server_version_num(conn)
             conn.rollback()
             if self.options.backup_url:
-                from schemashift.runner import backup as backup_engine
-
                 backup_engine.check_pg_dump_version(server_version)
             with lock.migration_lock(url, wait_seconds=self.options.lock_wait_s,
                                      on_wait=self._waiting_for_lock) as held:
@@ -125,17 +160,25 @@ class _Run:
                                 f"already at {self.from_revision or 'base'}: nothing to do")
         if self.options.backup_url:
             self._take_backup(url)
-        migrator = Migrator(config, conn, url, self.options, on_retry=self._retrying)
+        with contextlib.closing(Migrator(config, url, self.options,
+                                         on_retry=self._retrying)) as migrator:
+            return self._apply_stages(the_plan, migrator, held)
+
+    def _apply_stages(self, the_plan: Plan, migrator: Migrator,
+                      held: lock.MigrationLock) -> RunResult:
         undo = rollback.Rollback(
-            migrator=migrator, database_url=url, from_revision=self.from_revision,
-            boundaries=_boundaries(the_plan), backup=self.backup,
-            objects_before=rollback.snapshot_objects(conn), reporter=self.reporter,
+            migrator=migrator, database_url=migrator.database_url,
+            from_revision=self.from_revision, boundaries=_boundaries(the_plan),
+            backup=self.backup, objects_before=rollback.snapshot_objects(migrator.connection),
+            reporter=self.reporter,
         )
         try:
             self._migrate(the_plan, migrator, held)
             self._verify(migrator)
         except _StageFailed as failure:
             return self._roll_back(undo, failure)
+        except KeyboardInterrupt as exc:  # between stages, or while verifying
+            return self._roll_back(undo, _StageFailed(_interrupted(exc), None, False))
         self.current = migrator.current()
         return self._result(
             "Succeeded", reasons.SUCCEEDED,
@@ -170,8 +213,6 @@ class _Run:
             )
 
     def _take_backup(self, url: str) -> None:
-        from schemashift.runner import backup as backup_engine
-
         assert self.options.backup_url is not None
         self._phase("BackingUp", f"backing up to {self.options.backup_url}")
         self.backup = backup_engine.take_backup(
@@ -192,7 +233,8 @@ class _Run:
             try:
                 attempts = migrator.upgrade(stage.target)
                 self.current = migrator.current()
-            except Exception as exc:
+            except (Exception, KeyboardInterrupt) as caught:
+                exc = _interrupted(caught) if isinstance(caught, KeyboardInterrupt) else caught
                 count = exc.attempts if isinstance(exc, LockRetriesExhausted) else status.attempts
                 self._stage(status, "Failed", finishedAt=progress.now(), attempts=count,
                             message=describe(exc, self._password()))
@@ -228,13 +270,13 @@ class _Run:
         self._phase("RollingBack", f"{what}: {cause}; rollback policy {self.options.policy()}")
         try:
             done = undo.run(self.options.policy(), partial_commit_possible=failure.autocommit)
-        except Exception as exc:  # keep the report exact even when the rollback itself breaks
+        except (Exception, KeyboardInterrupt) as exc:  # the report stays exact even then
             done = rollback.RollbackOutcome("Failed", reasons.ROLLBACK_FAILED,
                                             f"rollback raised {describe(exc, self._password())}",
                                             None)
             try:
                 done.current = undo.migrator.current()
-            except Exception:
+            except (Exception, KeyboardInterrupt):
                 done.current = self.current
         self.current = done.current
         for status in self.stages:
@@ -245,7 +287,7 @@ class _Run:
         cause_reason = getattr(failure.cause, "reason", None)
         reason = done.reason
         if done.reason != reasons.ROLLBACK_FAILED and cause_reason in (
-                reasons.LOCK_RETRIES_EXHAUSTED, reasons.VERIFY_FAILED):
+                reasons.LOCK_RETRIES_EXHAUSTED, reasons.VERIFY_FAILED, reasons.INTERRUPTED):
             reason = cause_reason
         undone = ", ".join(done.undone) if done.undone else "nothing"
         message = (

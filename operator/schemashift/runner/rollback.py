@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from schemashift import reasons
 from schemashift.progress import BackupStatus, Reporter
+from schemashift.runner import backup as backup_engine
 from schemashift.runner.stages import Migrator, describe
 
 ObjectKey = tuple[str, str, str]
@@ -163,8 +164,6 @@ class Rollback:
         return [] if current == self.from_revision else [self.from_revision]
 
     def _restore(self) -> str | None:
-        from schemashift.runner import backup as backup_engine
-
         assert self.backup is not None
         self.reporter.emit("phase", phase="RollingBack",
                            message=f"restoring the verified backup {self.backup.url}")

@@ -17,13 +17,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from schemashift import db, errors, reasons, redact, scripts
 from schemashift.runner.options import RunOptions, postgres_ms
@@ -83,14 +85,12 @@ class Migrator:
     def __init__(
         self,
         config: Config,
-        connection: Connection,
         database_url: str,
         options: RunOptions,
         on_retry: Callable[[int, float, str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.config = config
-        self.connection = connection
         self.database_url = database_url
         self.options = options
         self.on_retry = on_retry
@@ -100,19 +100,24 @@ class Migrator:
             f"-c lock_timeout={postgres_ms(options.lock_timeout_s)} "
             f"-c statement_timeout={postgres_ms(options.statement_timeout_s)}"
         )
-        self._apply_session_settings()
-        config.set_main_option("sqlalchemy.url", self._url_for_env_py().replace("%", "%%"))
-
-    def _apply_session_settings(self) -> None:
-        conn = self.connection
-        conn.exec_driver_sql(f"SET application_name = '{MIGRATION_APPLICATION_NAME}'")
-        conn.exec_driver_sql(f"SET lock_timeout = '{postgres_ms(self.options.lock_timeout_s)}'")
-        conn.exec_driver_sql(
-            f"SET statement_timeout = '{postgres_ms(self.options.statement_timeout_s)}'"
+        session_url = self._session_url()
+        config.set_main_option("sqlalchemy.url", session_url.replace("%", "%%"))
+        # The settings travel with every (re)connection, also after an invalidation.
+        self.engine = sa.create_engine(
+            db.parse_url(session_url), poolclass=NullPool,
+            connect_args={"connect_timeout": db.CONNECT_TIMEOUT_SECONDS},
         )
-        conn.commit()
+        try:
+            self.connection = self.engine.connect()
+        except OperationalError as exc:
+            raise db.unreachable(self.engine.url, exc) from None
 
-    def _url_for_env_py(self) -> str:
+    def close(self) -> None:
+        with suppress(DBAPIError):
+            self.connection.close()
+        self.engine.dispose()
+
+    def _session_url(self) -> str:
         url = db.parse_url(self.database_url)
         existing = url.query.get("options")
         prior = existing if isinstance(existing, str) else " ".join(existing or ())
@@ -181,10 +186,8 @@ class Migrator:
 
 
 def _quietly_rollback(connection: Connection) -> None:
-    try:
+    with suppress(DBAPIError):
         connection.rollback()
-    except DBAPIError:
-        pass
 
 
 @contextmanager

@@ -1,0 +1,340 @@
+"""The charts and plain manifests on the real kube-apiserver test bed, and the Helm hook's path.
+
+- The operator chart's rendered objects and the plain install are accepted by the API server.
+- `helm install` of the operator chart runs the operator under the chart's own RBAC.
+- The hook chart: `helm install`/`helm upgrade` block on a SchemaMigration the operator drives
+  to Succeeded, and fail when it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.e2e.operator_fixtures import Migrations
+from tests.e2e.testbed.controlplane import ControlPlane, free_port
+from tests.e2e.testbed.kubelet import ProcessKubelet
+from tests.unit.test_chart import find_helm
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "schemashift"
+HOOK = ROOT / "charts" / "schemashift-hook"
+MANIFESTS = ROOT / "manifests"
+HMS_MIGRATIONS = ROOT / "examples" / "hms" / "migrations"
+# docs/install.md's plain install, in this order (the Namespace comes with manifests/operator/).
+PLAIN_INSTALL = [
+    "manifests/crd/",
+    "manifests/operator/",
+    "manifests/rbac/operator.yaml",
+    "manifests/rbac/migration-job.yaml",
+]
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    found = find_helm()
+    if not found:
+        pytest.skip("helm not built yet: run `python tools/build_testbed.py` (CI does it first)")
+    return found
+
+
+def run_helm(
+    plane: ControlPlane, helm: str, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [helm, *args], env=plane.env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def template(helm: str, chart: Path, release: str, namespace: str, *args: str) -> str:
+    result = subprocess.run(
+        [helm, "template", release, str(chart), "-n", namespace, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_rendered_operator_chart_is_accepted_by_the_api_server(
+    control_plane: ControlPlane, helm: str, namespace: str
+) -> None:
+    rendered = template(
+        helm,
+        CHART,
+        "accept",
+        namespace,
+        "--set",
+        "metrics.serviceMonitor.enabled=false",
+        "--set",
+        f"rbac.migrationJobNamespaces={{{namespace}}}",
+    )
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
+    assert {
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ServiceAccount",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+    } <= kinds
+    result = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
+    assert result.stdout.count("(server dry run)") == rendered.count("\nkind: ")
+
+
+def test_plain_install_and_examples_are_accepted_by_the_api_server(
+    control_plane: ControlPlane, smig_crd: Path, namespace: str
+) -> None:
+    with contextlib.suppress(ApiException):  # the operator fixture may have made it already
+        control_plane.create_namespace("schemashift-system")
+    args = [a for path in PLAIN_INSTALL for a in ("-f", str(ROOT / path))]
+    result = control_plane.kubectl("apply", "--dry-run=server", *args)
+    for expected in (
+        "customresourcedefinition.apiextensions.k8s.io/schemamigrations",
+        "deployment.apps/schemashift ",
+        "service/schemashift-metrics",
+        "clusterrole.rbac.authorization.k8s.io/schemashift-operator",
+        "clusterrolebinding.rbac.authorization.k8s.io/schemashift-operator",
+        "serviceaccount/schemashift-operator",
+        "namespace/schemashift-system",
+    ):
+        assert expected in result.stdout, result.stdout
+    examples = control_plane.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", str(MANIFESTS / "examples")
+    )
+    for name in ("hms-minimal", "hms-release-42", "hms-dry-run"):
+        assert f"schemamigration.schemashift.io/{name} created (server dry run)" in (
+            examples.stdout
+        ), examples.stdout
+
+
+@pytest.fixture
+def operator_release(
+    control_plane: ControlPlane,
+    kubelet: ProcessKubelet,
+    helm: str,
+    namespace: str,
+    smig_crd: Path,
+) -> Iterator[dict[str, Any]]:
+    """`helm install` of the operator chart watching only its own (empty) namespace, on free
+    ports, under the chart's RBAC; uninstalled afterwards."""
+    release = f"op-{namespace[-6:]}"
+    ports = {"health": free_port(), "metrics": free_port()}
+    result = run_helm(
+        control_plane,
+        helm,
+        "install",
+        release,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "crds.create=false",  # the session's CRD is not Helm's to own
+        "--set",
+        f"operator.watchNamespaces={{{namespace}}}",
+        "--set",
+        f"operator.healthPort={ports['health']}",
+        "--set",
+        f"metrics.port={ports['metrics']}",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
+    assert result.returncode == 0, result.stderr
+    try:
+        yield {"name": release, **ports}
+    finally:
+        run_helm(control_plane, helm, "uninstall", release, "-n", namespace, "--wait")
+
+
+def test_helm_install_runs_the_operator_under_the_charts_rbac(
+    control_plane: ControlPlane, operator_release: dict[str, Any], namespace: str
+) -> None:
+    core = client.CoreV1Api(control_plane.admin_api())
+    pods = core.list_namespaced_pod(
+        namespace, label_selector=(f"app.kubernetes.io/instance={operator_release['name']}")
+    ).items
+    assert len(pods) == 1
+    assert pods[0].spec.service_account_name == f"{operator_release['name']}-schemashift-operator"
+    deadline = time.monotonic() + 60
+    last: Exception | None = None
+    while time.monotonic() < deadline:  # the kubelet runs the pod's command as a local process
+        try:
+            url = f"http://127.0.0.1:{operator_release['health']}/healthz"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                assert response.status == 200
+                return
+        except OSError as exc:
+            last = exc
+            time.sleep(0.5)
+    raise AssertionError(f"the chart's operator never served its liveness endpoint: {last}")
+
+
+# --- the hook -----------------------------------------------------------------------------------
+
+
+def hook_values(**overrides: Any) -> list[str]:
+    values = {
+        "migration.spec.database.urlSecretRef.name": "app-db",
+        "migration.spec.migrations.image": "ghcr.io/schemashift/hms-migrations:0.1.0",
+        "migration.spec.migrations.scriptLocation": str(HMS_MIGRATIONS),
+        "migration.spec.environment": "development",
+        "migration.spec.backup.enabled": "false",
+        "migration.spec.deadlineSeconds": "300",
+        "waiter.timeout": "4m",
+        **overrides,
+    }
+    return [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
+
+
+def table_names(database_url: str) -> set[str]:
+    import sqlalchemy
+
+    from schemashift import db
+
+    engine = db.make_engine(database_url)
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_hook_blocks_install_and_upgrade_until_the_migration_succeeded(
+    control_plane: ControlPlane, helm: str, migrations: Migrations, database_url: str
+) -> None:
+    ns = migrations.namespace
+    installed = run_helm(
+        control_plane,
+        helm,
+        "install",
+        "hms",
+        str(HOOK),
+        "-n",
+        ns,
+        *hook_values(),
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    assert installed.returncode == 0, installed.stderr + "\n" + str(migrations.jobs())
+    first = migrations.status("hms-r1")
+    assert first["phase"] == "Succeeded", first
+    assert {"patients", "hospital_settings"} <= table_names(database_url)
+    # hook-succeeded removed the waiter Job and the hook RBAC; the SchemaMigration stays.
+    assert not [j for j in migrations.jobs() if j["name"] == "hms-schemashift-wait"]
+
+    upgraded = run_helm(
+        control_plane,
+        helm,
+        "upgrade",
+        "hms",
+        str(HOOK),
+        "-n",
+        ns,
+        *hook_values(),
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert migrations.status("hms-r2")["phase"] == "Succeeded"
+    assert migrations.status("hms-r1")["phase"] == "Succeeded"  # the record of the first run
+
+
+def test_hook_fails_the_release_when_the_migration_fails(
+    control_plane: ControlPlane, helm: str, migrations: Migrations
+) -> None:
+    ns = migrations.namespace
+    result = run_helm(
+        control_plane,
+        helm,
+        "install",
+        "broken",
+        str(HOOK),
+        "-n",
+        ns,
+        *hook_values(
+            **{
+                "migration.spec.database.urlSecretRef.name": "no-such-db",
+                "secrets.checkExisting": "false",
+            }
+        ),
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    assert result.returncode != 0
+    assert "broken-schemashift-wait" in result.stderr, result.stderr
+    assert migrations.status("broken-r1")["phase"] == "Failed"
+    waiter = [j for j in migrations.jobs() if j["name"] == "broken-schemashift-wait"]
+    assert waiter and ("Failed", "BackoffLimitExceeded") in waiter[0]["conditions"]
+    log = migrations.pod_log("broken-schemashift-wait")
+    assert "error: SchemaMigration" in log and "Failed" in log, log
+
+
+def test_hook_refuses_a_missing_secret_before_creating_anything(
+    control_plane: ControlPlane, helm: str, migrations: Migrations
+) -> None:
+    ns = migrations.namespace
+    result = run_helm(
+        control_plane,
+        helm,
+        "install",
+        "nosecret",
+        str(HOOK),
+        "-n",
+        ns,
+        *hook_values(**{"migration.spec.database.urlSecretRef.name": "absent"}),
+    )
+    assert result.returncode != 0
+    assert f"Secret {ns}/absent (migration.spec.database.urlSecretRef) does not exist" in (
+        result.stderr
+    )
+    with pytest.raises(ApiException) as missing:
+        migrations.get("nosecret-r1")
+    assert missing.value.status == 404
+
+
+def test_quickstart_commands_of_the_install_guide(
+    control_plane: ControlPlane, migrations: Migrations, database_url: str
+) -> None:
+    """docs/install.md steps 3-4 on the minimal example (its image path made local: the
+    process kubelet runs commands from this checkout)."""
+    ns = migrations.namespace
+    control_plane.kubectl(
+        "-n", ns, "create", "secret", "generic", "hms-db", f"--from-literal=url={database_url}"
+    )
+    example = yaml.safe_load((MANIFESTS / "examples" / "minimal.yaml").read_text())
+    example["spec"]["migrations"]["scriptLocation"] = str(HMS_MIGRATIONS)
+    control_plane.kubectl("-n", ns, "apply", "-f", "-", input=yaml.safe_dump(example))
+    waited = control_plane.kubectl(
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        "smig/hms-minimal",
+        "--timeout=120s",
+        check=False,
+        timeout=150,
+    )
+    assert waited.returncode == 0, waited.stderr + str(migrations.status("hms-minimal"))
+    assert "schemamigration.schemashift.io/hms-minimal condition met" in waited.stdout
+    listed = control_plane.kubectl("-n", ns, "get", "smig").stdout
+    print(listed)  # shown with -s: the output docs/install.md quotes
+    header, row = listed.splitlines()[:2]
+    assert header.split() == ["NAME", "PHASE", "FROM", "TARGET", "CURRENT", "BACKUP", "AGE"]
+    assert row.split()[:2] == ["hms-minimal", "Succeeded"]
+    assert {"patients", "hospital_settings"} <= table_names(database_url)

@@ -1,0 +1,100 @@
+"""Run options, lock keys, retry waits and the runner's outputs (no servers needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from schemashift import errors
+from schemashift.progress import RunResult, StageStatus
+from schemashift.runner import lock, pipeline, stages
+from schemashift.runner.options import RunOptions, parse_duration, postgres_ms
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("5s", 5.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), ("0s", 0.0), ("1.5s", 1.5),
+    ("7", 7.0), (3, 3.0),
+])
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text, name="x") == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "5 parsecs", "-1s", "", "1d", "s"])
+def test_bad_durations_say_how_to_write_one(text: str) -> None:
+    with pytest.raises(errors.UsageError) as caught:
+        parse_duration(text, name="lock timeout")
+    assert "lock timeout" in str(caught.value)
+
+
+def test_postgres_ms_never_rounds_a_duration_to_none() -> None:
+    assert (postgres_ms(0), postgres_ms(0.0001), postgres_ms(5)) == ("0", "1ms", "5000ms")
+
+
+def test_options_defaults_match_the_cli() -> None:
+    options = RunOptions()
+    assert (options.lock_timeout_s, options.statement_timeout_s, options.lock_wait_s) == (
+        5.0, 0.0, 60.0)
+    assert (options.policy(), options.lint(), options.lock_retries) == ("downgrade", "block", 10)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"rollback_policy": "pray"}, {"lint_mode": "loud"}, {"lock_timeout": "0s"},
+    {"lock_retries": -1}, {"statement_timeout": "later"}, {"lock_wait": "x"},
+])
+def test_bad_options_are_refused_at_once(kwargs: dict[str, object]) -> None:
+    with pytest.raises(errors.UsageError):
+        RunOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_allow_accepts_repeats_lists_and_comma_separated_env_values() -> None:
+    assert RunOptions(allow=("drop-column", "rename-table,set-not-null")).allow == (
+        "drop-column", "rename-table", "set-not-null")
+    assert RunOptions(allow="a b").allow == ("a", "b")  # type: ignore[arg-type]
+
+
+def test_lock_key_is_stable_per_database_and_fits_a_bigint() -> None:
+    key = lock.lock_key("shop")
+    assert key == lock.lock_key("shop") != lock.lock_key("shop2")
+    assert -(2**63) <= key < 2**63
+    # Pinned: a changed key would let an old and a new runner migrate one database at once.
+    assert key == 5874618554002731354
+
+
+def test_retry_waits_grow_and_are_capped() -> None:
+    waits = [stages.retry_wait(n) for n in range(1, 10)]
+    assert waits[:4] == [0.25, 0.5, 1.0, 2.0]
+    assert waits == sorted(waits)
+    assert max(waits) == stages.MAX_RETRY_WAIT_SECONDS
+
+
+def _result() -> RunResult:
+    return RunResult(outcome="RolledBack", reason="RolledBackByDowngrade", message="undone",
+                     exitCode=1, fromRevision="a1", currentRevision="a1",
+                     stages=[StageStatus(name="1-b2", revision="b2", state="RolledBack")])
+
+
+def test_termination_message_is_the_result(tmp_path: Path) -> None:
+    path = tmp_path / "termination-log"
+    pipeline.write_termination_message(_result(), path)
+    assert RunResult.from_dict(json.loads(path.read_text())) == _result()
+
+
+def test_termination_message_without_its_directory_only_notes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline.write_termination_message(_result(), tmp_path / "missing" / "termination-log")
+    assert "could not write the termination message" in capsys.readouterr().err
+
+
+def test_human_reporter_writes_one_line_per_event_and_failures_to_stderr() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    reporter = pipeline.HumanReporter(out, err)
+    reporter.emit("phase", phase="Migrating", message="applying 1 stage(s)")
+    reporter.emit("stage", name="1-b2", revision="b2", state="Succeeded", attempts=3)
+    reporter.emit("result", **_result().to_dict())
+    assert out.getvalue().splitlines() == [
+        "[Migrating] applying 1 stage(s)", "  stage 1-b2 → b2: Succeeded after 3 attempts"]
+    assert err.getvalue() == "error: RolledBack (RolledBackByDowngrade): undone\n"
