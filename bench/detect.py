@@ -25,9 +25,10 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from schemashift import db, diff  # noqa: E402
-from schemashift.project import Project  # noqa: E402
-from tests.fixtures.postgres import start_embedded_server  # noqa: E402
+from tests.fixtures.postgres import start_embedded_server
+
+from schemashift import db, diff
+from schemashift.project import Project
 
 MODELS = '''
 import sqlalchemy as sa

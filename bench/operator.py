@@ -131,7 +131,7 @@ def latency(plane: ControlPlane, namespace: str, count: int) -> None:
         name = f"m-{i}"
         started[name] = time.monotonic()
         plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(smig(namespace, name, f"db-{i}")))
-        time.sleep(0.4)  # a steady arrival rate, a few Jobs running at once
+        time.sleep(1.0)  # a steady arrival rate: one or two Jobs running at once
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and sum(k[0] == "final" for k in watcher.seen) < count:
         time.sleep(0.5)

@@ -26,6 +26,14 @@ INTEGRITY_CHECK_FAILED = "IntegrityCheckFailed"
 BACKUP_REQUIRED = "BackupRequired"
 PG_DUMP_TOO_OLD = "PgDumpTooOld"
 LOCKED_BY_ANOTHER_MIGRATION = "LockedByAnotherMigration"
+# The database is past (or beside) the requested target: `apply` never downgrades on request.
+TARGET_BEHIND_DATABASE = "TargetBehindDatabase"
+# create-model-migration / sync-models-to-db refusals (nothing written, nothing changed)
+NOT_AT_HEAD = "DatabaseNotAtHead"
+NEVER_STAMPED = "DatabaseNeverStamped"
+NO_SCHEMA_CHANGES = "NoSchemaChanges"
+DEVELOPMENT_ONLY = "DevelopmentOnly"
+NOT_NULL_WITHOUT_DEFAULT = "NotNullWithoutDefault"
 
 # Infrastructure
 DATABASE_UNREACHABLE = "DatabaseUnreachable"
@@ -42,6 +50,8 @@ RESTORE_FAILED = "RestoreFailed"
 MIGRATION_FAILED = "MigrationFailed"
 LOCK_RETRIES_EXHAUSTED = "LockRetriesExhausted"
 ROLLBACK_FAILED = "RollbackFailed"
+# Back at the from-revision, but an autocommit block of the failed stage left objects behind.
+PARTIALLY_ROLLED_BACK = "PartiallyRolledBack"
 NOT_ROLLED_BACK = "FailedWithoutRollback"
 VERIFY_FAILED = "VerificationFailed"
 # SIGTERM (pod deadline, deletion) or Ctrl-C: the runner stopped and rolled back what it could.

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -163,6 +165,15 @@ def operator_release(
 def test_helm_install_runs_the_operator_under_the_charts_rbac(
     control_plane: ControlPlane, operator_release: dict[str, Any], namespace: str
 ) -> None:
+    rollout = control_plane.kubectl(
+        "-n",
+        namespace,
+        "rollout",
+        "status",
+        f"deployment/{operator_release['name']}-schemashift",
+        "--timeout=60s",
+    )
+    assert "successfully rolled out" in rollout.stdout
     core = client.CoreV1Api(control_plane.admin_api())
     pods = core.list_namespaced_pod(
         namespace, label_selector=(f"app.kubernetes.io/instance={operator_release['name']}")
@@ -338,3 +349,98 @@ def test_quickstart_commands_of_the_install_guide(
     assert header.split() == ["NAME", "PHASE", "FROM", "TARGET", "CURRENT", "BACKUP", "AGE"]
     assert row.split()[:2] == ["hms-minimal", "Succeeded"]
     assert {"patients", "hospital_settings"} <= table_names(database_url)
+
+
+BROKEN_REVISION = '''"""Breaks on purpose: creates a table, then divides by zero."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "b0rken000001"
+down_revision = DOWN_REVISION
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("visits_tmp", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("SELECT 1/0")
+
+
+def downgrade() -> None:
+    op.drop_table("visits_tmp")
+'''
+
+
+def database_revision(database_url: str) -> str:
+    import sqlalchemy
+
+    from schemashift import db
+
+    engine = db.make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return str(
+                conn.execute(
+                    sqlalchemy.text("SELECT version_num FROM alembic_version")
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_fails_and_app_is_not_rolled_out_when_the_migration_rolls_back(
+    control_plane: ControlPlane,
+    helm: str,
+    migrations: Migrations,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    ns = migrations.namespace
+    installed = run_helm(
+        control_plane,
+        helm,
+        "install",
+        "hms",
+        str(HOOK),
+        "-n",
+        ns,
+        *hook_values(),
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    assert installed.returncode == 0, installed.stderr
+    good = database_revision(database_url)
+
+    app = tmp_path / "hms"
+    shutil.copytree(HMS_MIGRATIONS.parent, app, ignore=shutil.ignore_patterns("__pycache__"))
+    (app / "migrations" / "versions" / "b0rken000001_breaks.py").write_text(
+        BROKEN_REVISION.replace("DOWN_REVISION", repr(good))
+    )
+    upgraded = run_helm(
+        control_plane,
+        helm,
+        "upgrade",
+        "hms",
+        str(HOOK),
+        "-n",
+        ns,
+        *hook_values(
+            **{
+                "migration.spec.migrations.scriptLocation": str(app / "migrations"),
+                "migration.spec.safety.lint": "warn",
+            }
+        ),
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    assert upgraded.returncode != 0
+    assert "hms-schemashift-wait" in upgraded.stderr, upgraded.stderr
+    status = migrations.status("hms-r2")
+    assert status["phase"] == "RolledBack", status
+    assert database_revision(database_url) == good
+    assert "visits_tmp" not in table_names(database_url)
+    history = run_helm(control_plane, helm, "history", "hms", "-n", ns, "-o", "json")
+    assert [r["status"] for r in json.loads(history.stdout)] == ["deployed", "failed"]

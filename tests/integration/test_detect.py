@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from schemashift import db, project
+from schemashift.diff import comparison, prefilter
 from tests.fixtures.models import execute, invoke, run, write_models
 
 pytestmark = pytest.mark.integration
@@ -232,3 +234,35 @@ def test_never_stamped_database_with_tables_is_named_in_a_warning(
     assert result.out.startswith("No schema changes detected\nWarnings:\n- the database has 2 "
                                  "table(s) but no alembic_version table"), result
     assert "alembic stamp" in result.out
+
+
+def _compare_both_ways(database_url: str, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    metadata = project.load_metadata(ref)
+    engine = db.make_engine(database_url)
+    with engine.connect() as conn:
+        fast = comparison.compare(conn, metadata).report.to_dict()
+        full = comparison.compare(conn, metadata, shortcut=False).report.to_dict()
+    engine.dispose()
+    return fast, full
+
+
+@pytest.mark.parametrize(("kind", "sql", "changes", "line"), CASES, ids=[c[0] for c in CASES])
+def test_shortcut_for_unchanged_tables_never_hides_a_change(
+    tmp_path: Path, database_url: str, kind: str, sql: tuple[str, ...], changes: dict[str, str],
+    line: str,
+) -> None:
+    args = setup(tmp_path, database_url, *sql, **changes)
+    fast, full = _compare_both_ways(database_url, args[3])
+    assert fast == full
+    assert line[2:] in [c["description"] for c in fast["changes"]]
+
+
+def test_shortcut_skips_tables_that_match(tmp_path: Path, database_url: str) -> None:
+    args = setup(tmp_path, database_url, patients_extra='sa.Index("ix_patients_name", "name"),',
+                 name_nullable="False")
+    execute(database_url, "CREATE INDEX ix_patients_name ON patients (name)")
+    engine = db.make_engine(database_url)
+    with engine.connect() as conn:
+        skipped = prefilter.unchanged_tables(conn, project.load_metadata(args[3]))
+    engine.dispose()
+    assert skipped == {"patients", "wards"}

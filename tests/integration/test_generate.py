@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,26 @@ def test_existing_env_py_and_alembic_ini_are_honoured(
     assert created_path(output).parent == migrations / "more_versions"
     assert env_py.read_text() == own_env
     assert detect(database_url, v2) == "No schema changes detected\n"
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hms"
+
+
+def test_example_history_builds_exactly_the_example_models(database_url: str) -> None:
+    if str(EXAMPLE) not in sys.path:
+        sys.path.insert(0, str(EXAMPLE))
+    config = scripts.alembic_config(EXAMPLE / "migrations", database_url)
+    command.upgrade(config, "head")
+    assert detect(database_url, "hms.models:Base") == "No schema changes detected\n"
+    command.downgrade(config, "base")
+    assert snapshot(database_url)["tables"] == {}
+
+
+def test_schemashift_env_py_renders_sql_offline(
+    tmp_path: Path, database_url: str, migrations: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    initial(database_url, migrations, tmp_path)
+    capsys.readouterr()
+    command.upgrade(scripts.alembic_config(migrations, database_url), "base:head", sql=True)
+    sql = capsys.readouterr().out
+    assert "CREATE TABLE patients" in sql and "CREATE TYPE mood AS ENUM ('calm', 'anxious')" in sql

@@ -259,3 +259,25 @@ def test_human_output_without_json(database_url: str, migrations: Path) -> None:
     assert done.returncode == 2
     assert "error: Failed (UnknownRevision)" in done.stderr
     assert "[Planning]" in done.stdout
+
+
+def test_a_target_behind_the_database_is_refused_not_reported_as_done(
+    database_url: str, migrations: Path
+) -> None:
+    assert run_apply(database_url, migrations).exit_code == 0
+
+    run = run_apply(database_url, migrations, "--target", "a1")
+
+    assert run.exit_code == 2, run
+    assert run.result["reason"] == "TargetBehindDatabase"
+    assert (run.result["currentRevision"], run.result["targetRevision"]) == ("c3", "a1")
+    assert revision(database_url) == "c3"
+
+
+def test_a_backup_url_that_is_not_s3_is_refused_first(database_url: str, migrations: Path) -> None:
+    run = run_apply(database_url, migrations, "--backup-url", "https://bucket/prefix")
+
+    assert run.exit_code == 2, run
+    assert run.result["reason"] == "InvalidInput"
+    assert "s3://" in run.result["message"]
+    assert tables(database_url) == set()

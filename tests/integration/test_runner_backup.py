@@ -142,3 +142,25 @@ def test_too_old_pg_dump_is_refused_in_preflight(
     assert run.result["reason"] == "PgDumpTooOld"
     assert "15" in run.result["message"] and "18" in run.result["message"]
     assert tables(database_url) == set()
+
+
+def test_autocommit_leftovers_are_undone_by_the_backup(
+    database_url: str, tmp_path: Path, pg_server: PgServer, s3_server: S3Server, s3_bucket: str
+) -> None:
+    from tests.integration.test_runner_rollback import PARTIAL_AUTOCOMMIT
+
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, PARTIAL_AUTOCOMMIT])
+    assert run_apply(database_url, migrations, "--target", "a1").exit_code == 0
+
+    run = run_apply(database_url, migrations, "--backup-url", f"s3://{s3_bucket}/app/",
+                    pg_bin_dir=pg_server.bin_dir, env=s3_server.env())
+
+    assert run.exit_code == 1, run
+    result = run.result
+    assert (result["outcome"], result["reason"]) == ("RolledBack", "RolledBackByRestore")
+    assert "autocommit block" in result["message"]
+    assert revision(database_url) == "a1"
+    assert tables(database_url) == {"alembic_version", "patients"}
+    assert scalar(database_url, "SELECT count(*) FROM pg_indexes WHERE indexname = "
+                                "'ux_patients_name'") == 0
+    assert scalar(database_url, "SELECT count(*) FROM patients") == 2

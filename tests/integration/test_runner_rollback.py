@@ -175,3 +175,38 @@ def test_verify_models_after_migrating(database_url: str, tmp_path: Path, extra:
     assert "phone" in run.result["message"]
     assert run.result["undone"] == ["c3", "b2", "a1"]
     assert revision(database_url) is None
+
+
+# CREATE UNIQUE INDEX CONCURRENTLY on duplicate names fails and leaves an INVALID index behind;
+# the autocommit block committed the table created before it.
+PARTIAL_AUTOCOMMIT = Revision(
+    "p3", "scratch table, then a unique index that the data breaks",
+    """
+    op.create_table("scratch", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("INSERT INTO patients (id, name) VALUES (3, 'Ada')")
+    with op.get_context().autocommit_block():
+        op.create_index("ux_patients_name", "patients", ["name"], unique=True,
+                        postgresql_concurrently=True)
+    """,
+    """
+    with op.get_context().autocommit_block():
+        op.drop_index("ux_patients_name", table_name="patients", postgresql_concurrently=True)
+    op.drop_table("scratch")
+    """,
+)
+
+
+def test_autocommit_leftovers_are_reported_not_hidden(database_url: str, tmp_path: Path) -> None:
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, PARTIAL_AUTOCOMMIT])
+    assert run_apply(database_url, migrations, "--target", "a1").exit_code == 0
+
+    run = run_apply(database_url, migrations)
+
+    assert run.exit_code == 1, run
+    result = run.result
+    assert (result["outcome"], result["reason"]) == ("Failed", "PartiallyRolledBack")
+    assert result["undone"] == ["b2"]
+    assert "table public.scratch" in result["message"]
+    assert "index public.ux_patients_name" in result["message"]
+    assert revision(database_url) == "a1"
+    assert "scratch" in tables(database_url)

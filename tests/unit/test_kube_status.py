@@ -97,3 +97,13 @@ def test_kstatus_summary() -> None:
     assert by_type("RolledBack")["Stalled"] == "True"
     assert by_type("Migrating")["Reconciling"] == "True"
     json.dumps(conditions.merge([], conditions.summary("Failed", "R", "m"), 1))
+
+
+def test_a_finished_job_waits_for_its_stopping_pod() -> None:
+    now = progress.now()
+    finished = {"status": {"conditions": [{"type": "Failed", "status": "True",
+                                           "reason": "DeadlineExceeded",
+                                           "lastTransitionTime": now}]}}
+    assert kstatus.pods_stopping(finished, [{"status": {"phase": "Running"}}])
+    assert not kstatus.pods_stopping(finished, [{"status": {"phase": "Failed"}}])
+    assert not kstatus.pods_stopping(finished, [{"status": {"phase": "Running"}}], grace_s=-1)

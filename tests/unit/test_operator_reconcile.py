@@ -276,6 +276,7 @@ def test_moved_database_is_replanned_never_applied(api: FakeApi, ctx: reconcile.
     run(ctx, "app")
     approve(api, "app", "h1")
     run(ctx, "app")
+    api.migrations["app"]["status"]["plan"] = {"hash": "h2"}  # the runner's live report
     api.finish("app", result("Planned", reasons.DRY_RUN, plan_hash="h2", current="a2"))
     run(ctx, "app")
     status = api.status("app")
@@ -379,3 +380,14 @@ def test_deletion_while_running_stops_the_job(api: FakeApi, ctx: reconcile.Conte
     said = asyncio.run(reconcile.finalize(ctx, NS, "app", poll_s=0.01, timeout_s=1))
     assert job_name not in api.jobs
     assert "revision a2" in said and api.events[-1][2] == reasons.DELETED_WHILE_RUNNING
+
+
+def test_late_runner_phase_does_not_undo_the_final_one(api: FakeApi,
+                                                       ctx: reconcile.Context) -> None:
+    api.add("app")
+    run(ctx, "app")
+    api.finish("app", result())
+    run(ctx, "app")
+    api.migrations["app"]["status"]["phase"] = "RollingBack"  # a late write from the pod
+    asyncio.run(reconcile.observe(ctx, NS, "app", "RollingBack"))
+    assert api.status("app")["phase"] == "Succeeded"

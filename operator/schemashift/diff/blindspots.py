@@ -75,7 +75,7 @@ def check_constraints(
     return warnings
 
 
-def _compare_checks(table: sa.Table, reflected: Iterable[dict[str, Any]]) -> list[str]:
+def _compare_checks(table: sa.Table, reflected: Iterable[Any]) -> list[str]:
     model = [c for c in table.constraints
              if isinstance(c, sa.CheckConstraint) and not _type_bound(c)]
     model_names = {str(c.name) for c in model if not is_unnamed(c.name)}
@@ -136,7 +136,9 @@ def _qualified(key: tuple[str | None, str], default_schema: str | None) -> str:
     return key[1] if key[0] in (None, default_schema) else f"{key[0]}.{key[1]}"
 
 
-def never_stamped(conn: Connection, tables: int, version_table: str = "alembic_version") -> list[str]:
+def never_stamped(
+    conn: Connection, tables: int, version_table: str = "alembic_version"
+) -> list[str]:
     if tables == 0 or sa.inspect(conn).has_table(version_table):
         return []
     return [

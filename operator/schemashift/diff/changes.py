@@ -99,8 +99,8 @@ def _constraint(diff: tuple[Any, ...], dialect: Dialect) -> Change:
     else:
         change_kind = "unique_added" if added else "unique_removed"
         shape = f"({', '.join(c.name for c in item.columns)})"
-    return Change(change_kind, table=table.name, schema=table.schema,
-                  name=_name(item.name), **({"new": shape} if added else {"old": shape}))
+    return Change(change_kind, table=table.name, schema=table.schema, name=_name(item.name),
+                  old=None if added else shape, new=shape if added else None)
 
 
 def _columns(expressions: Iterable[Any], dialect: Dialect) -> str:

@@ -34,18 +34,19 @@ class EnumDelta:
         return f"{self.schema}.{self.name}" if self.schema else self.name
 
     def changes(self) -> list[Change]:
-        base = {"name": self.qualified_name, "schema": self.schema}
+        name, schema = self.qualified_name, self.schema
         if self.database is None:
-            return [Change("enum_added", new=_labels(self.models or ()), **base)]
+            return [Change("enum_added", name=name, schema=schema,
+                           new=_labels(self.models or ()))]
         if self.models is None:
-            return [Change("enum_removed", old=_labels(self.database), **base)]
+            return [Change("enum_removed", name=name, schema=schema, old=_labels(self.database))]
         changes = []
         if self.added:
-            changes.append(Change("enum_values_added", new=_labels(self.added), **base))
+            changes.append(Change("enum_values_added", name=name, schema=schema,
+                                  new=_labels(self.added)))
         if self.removed:
-            changes.append(
-                Change("enum_values_removed", old=_labels(self.removed), data_loss=True, **base)
-            )
+            changes.append(Change("enum_values_removed", name=name, schema=schema,
+                                  old=_labels(self.removed), data_loss=True))
         return changes
 
 

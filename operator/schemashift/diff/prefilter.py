@@ -96,8 +96,8 @@ def _model_fingerprint(table: sa.Table, dialect: Dialect) -> Fingerprint:
             not isinstance(e, sa.Column) for e in index.expressions
         ):
             raise Uncertain
-        indexes.append((_name(index.name), tuple(c.name for c in index.expressions),
-                        bool(index.unique)))
+        names = tuple(e.name for e in index.expressions if isinstance(e, sa.Column))
+        indexes.append((_name(index.name), names, bool(index.unique)))
     uniques, fks = [], []
     for constraint in table.constraints:
         if isinstance(constraint, sa.UniqueConstraint):

@@ -15,12 +15,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from schemashift import db, errors, reasons, scripts
+from schemashift import db, errors, reasons, redact, scripts
 from schemashift.diff import comparison
 from schemashift.generate import enum_ops, rewrite, scaffold
 from schemashift.project import Project
 
 # YYYYMMDDHHMMSS_<rev8>_<slug>.py; {rev8} is filled in before Alembic sees the template.
+SLUG_LENGTH = 60
 FILE_TEMPLATE = "%(year)d%(month).2d%(day).2d%(hour).2d%(minute).2d%(second).2d_{rev8}_%(slug)s"
 
 
@@ -64,7 +65,9 @@ def _upgrade(migrations_dir: Path, url: str, path: Path) -> None:
     except errors.SchemashiftError:
         raise
     except Exception as exc:
-        detail = db.describe_db_error(exc, db.parse_url(url).password) if isinstance(exc, DBAPIError) else str(exc)
+        password = db.parse_url(url).password
+        detail = (db.describe_db_error(exc, password) if isinstance(exc, DBAPIError)
+                  else redact.redact(str(exc), password))
         raise errors.MigrationFailed(
             f"wrote {path} but upgrading to it failed: {detail}; the database stays at the "
             "previous revision (each revision runs in its own transaction)",
@@ -82,17 +85,20 @@ def _require_at_head(conn: Connection, head: str | None, metadata: sa.MetaData) 
             "migration generated against it would not create them",
             hint="generate the initial migration against an empty database, then "
                  "`alembic stamp head` this one",
+            reason=reasons.NEVER_STAMPED,
         )
     if current is None:
         raise errors.PolicyRefused(
             f"the database was never stamped by Alembic, but the history's head is {head}",
             hint="if its schema matches a revision, run `alembic stamp <revision>`; otherwise "
                  "upgrade an empty database to head and generate against that",
+            reason=reasons.NEVER_STAMPED,
         )
     raise errors.PolicyRefused(
         f"the database is at revision {current}, not at the history's head {head or '(none)'}: "
         "a revision generated now would repeat or undo the missing ones",
         hint="upgrade the database to head first (schemashift apply), then generate",
+        reason=reasons.NOT_AT_HEAD,
     )
 
 
@@ -115,6 +121,7 @@ def _migration_script(
             "nothing to write (no empty revision was created)",
             hint="change the models first; if this database was synced with sync-models-to-db, "
                  "generate against a database at head that was not synced",
+            reason=reasons.NO_SCHEMA_CHANGES,
         )
     migration = found.script
     assert migration.upgrade_ops is not None
@@ -130,12 +137,13 @@ def _write(
 ) -> Path:
     rev_id = uuid.uuid4().hex[:12]
     context = comparison.migration_context(conn, metadata)
-    autogen = AutogenContext(context, metadata=metadata,
-                             opts={"sqlalchemy_module_prefix": "sa.", "alembic_module_prefix": "op.",
-                                   "user_module_prefix": None})
+    opts = {"sqlalchemy_module_prefix": "sa.", "alembic_module_prefix": "op.",
+            "user_module_prefix": None}
+    autogen = AutogenContext(context, metadata=metadata, opts=opts)
     template_args: dict[str, Any] = {}
     render._render_python_into_templatevars(autogen, migration, template_args)
     script.file_template = FILE_TEMPLATE.format(rev8=rev_id[:8])
+    script.truncate_slug_length = SLUG_LENGTH
     script.messaging_opts = {"quiet": True}  # the CLI prints the one line users expect
     created = script.generate_revision(rev_id, message, head=head or "head", refresh=True,
                                        **template_args)

@@ -41,7 +41,7 @@ def parse_renames(renames: Iterable[str]) -> list[tuple[str, str]]:
         if not sep or not old or not new or old.count(".") != new.count("."):
             raise errors.UsageError(
                 f"--rename {rename!r} is not OLD:NEW",
-                hint="use --rename table.old_column:table.new_column or --rename old_table:new_table",
+                hint="use --rename table.old_column:table.new_column, or old_table:new_table",
             )
         parsed.append((old, new))
     return parsed
@@ -70,7 +70,7 @@ def _rename_column(upgrade: ops.UpgradeOps, old: str, new: str) -> None:
     table, old_column = old.rsplit(".", 1)
     new_table, new_column = new.rsplit(".", 1)
     container = _table_ops(upgrade, table)
-    found = {}
+    found: dict[str, ops.AlterTableOp] = {}
     for op in container.ops if container and table == new_table else []:
         if isinstance(op, ops.DropColumnOp) and op.column_name == old_column:
             found["drop"] = op
@@ -120,7 +120,7 @@ def _literal(value: str) -> str:
 
 
 def _type_name(delta: EnumDelta) -> str:
-    ident = postgresql.dialect().identifier_preparer.quote
+    ident = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
     return f"{ident(delta.schema)}.{ident(delta.name)}" if delta.schema else ident(delta.name)
 
 
@@ -150,7 +150,9 @@ def add_values(delta: EnumDelta, target: tuple[str, ...], present: tuple[str, ..
     return result
 
 
-def recreate(delta: EnumDelta, labels: tuple[str, ...], columns: list[tuple[str, str]]) -> list[Any]:
+def recreate(
+    delta: EnumDelta, labels: tuple[str, ...], columns: list[tuple[str, str]]
+) -> list[Any]:
     """PostgreSQL cannot drop enum labels: build the type anew and cast the columns over."""
     name = _type_name(delta)
     temporary = _type_name(EnumDelta(delta.schema, f"{delta.name}__new", None, None))

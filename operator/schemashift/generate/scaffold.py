@@ -10,7 +10,9 @@ TEMPLATES = {"env.py": "env.py.mako", "script.py.mako": "script.py.mako"}
 
 def needs_scaffold(migrations_dir: Path) -> bool:
     """Only a missing or empty directory is initialised; anything else is the user's own."""
-    return not migrations_dir.exists() or (migrations_dir.is_dir() and not any(migrations_dir.iterdir()))
+    if not migrations_dir.exists():
+        return True
+    return migrations_dir.is_dir() and not any(migrations_dir.iterdir())
 
 
 def scaffold(migrations_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""sync-models-to-db: development only; creates missing tables and columns, never drops or alters."""
+"""sync-models-to-db: development only; creates missing tables and columns, never drops."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from schemashift import db, errors
+from schemashift import db, errors, reasons
 from schemashift.diff import Change, comparison
 from schemashift.project import Project
 
@@ -23,10 +23,12 @@ _ADDITIVE = {"table_added", "column_added", "enum_added"}
 def sync_models_to_db(project: Project, echo: Echo) -> None:
     if project.environment != "development":
         raise errors.PolicyRefused(
-            f"sync-models-to-db is for development databases only, and this is {project.environment}:"
-            " it changes the schema without a migration, a backup or a way back",
+            "sync-models-to-db is for development databases only, and this is "
+            f"{project.environment}: it changes the schema without a migration, a backup or a "
+            "way back",
             hint="write a revision with `schemashift create-model-migration -m MSG` and apply it "
                  "with `schemashift apply` (it takes a backup and can roll back)",
+            reason=reasons.DEVELOPMENT_ONLY,
         )
     metadata = project.metadata()
     url = project.require_database_url()
@@ -66,6 +68,7 @@ def _refuse_impossible_columns(conn: Connection, columns: list[ops.AddColumnOp])
                 "(nothing was changed)",
                 hint="give the column a server_default, or add it nullable, backfill it, and set "
                      "NOT NULL in a migration (create-model-migration)",
+                reason=reasons.NOT_NULL_WITHOUT_DEFAULT,
             )
 
 

@@ -75,6 +75,8 @@ class StatusReporter:
         elif event == "stage" and fields.get("name"):
             self._stages[str(fields["name"])] = {
                 k: v for k, v in fields.items() if k in progress.StageStatus.__dataclass_fields__}
+            if fields.get("state") == "Succeeded" and fields.get("revision"):
+                update["currentRevision"] = fields["revision"]  # the stage's checkpoint
         if event in ("stage", "stages") or isinstance(stages, list) or isinstance(stage, Mapping):
             update["stages"] = list(self._stages.values())
         backup = fields.get("backup")
@@ -95,6 +97,10 @@ class StatusReporter:
         if event == "plan" or isinstance(plan, Mapping):
             source = plan if isinstance(plan, Mapping) else fields
             update["plan"] = _plan_status(source)
+            if source.get("fromRevision"):  # where the database is while the plan is made
+                update["fromRevision"] = update["currentRevision"] = source["fromRevision"]
+            if source.get("targetRevision"):
+                update["targetRevision"] = source["targetRevision"]
         return update
 
 

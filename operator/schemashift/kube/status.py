@@ -103,6 +103,21 @@ def job_outcome(job: Body, pods: Sequence[Body]) -> JobOutcome:
     return JobOutcome(False)
 
 
+def pods_stopping(job: Body, pods: Sequence[Body], grace_s: float = 90.0) -> bool:
+    """Pods of a finished Job still running (being stopped), within a grace period."""
+    from datetime import UTC, datetime
+
+    running = [p for p in pods if (p.get("status") or {}).get("phase") in ("Pending", "Running")]
+    if not running:
+        return False
+    stamps = [c.get("lastTransitionTime") for c in (job.get("status") or {}).get("conditions")
+              or () if c.get("status") == "True" and c.get("lastTransitionTime")]
+    if not stamps:
+        return True
+    ended = datetime.strptime(max(stamps), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return (datetime.now(UTC) - ended).total_seconds() < grace_s
+
+
 def backup_summary(backup: Mapping[str, Any]) -> str:
     size = float(backup.get("sizeBytes") or 0)
     unit = "B"

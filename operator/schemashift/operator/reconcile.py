@@ -87,7 +87,7 @@ async def _reconcile(ctx: Context, body: Body) -> None:
         await _start(ctx, body)
 
 
-async def finalize(ctx: Context, namespace: str, name: str, poll_s: float = 0.5,
+async def finalize(ctx: Context, namespace: str, name: str, poll_s: float = 0.2,
                    timeout_s: float = 60.0) -> str:
     """On deletion: stop a running Job, say where the database was left, then let go."""
     async with ctx.lock(namespace, name):
@@ -107,7 +107,8 @@ async def finalize(ctx: Context, namespace: str, name: str, poll_s: float = 0.5,
             result = await _last_result(ctx, namespace, job_name, poll_s, timeout_s)
         elif job is not None:
             result = kstatus.termination_result(await ctx.api.job_pods(namespace, job_name))
-        where = _database_state(status, result)
+        latest = await ctx.api.get_migration(namespace, name)  # the runner's last live report
+        where = _database_state((latest or body).get("status") or status, result)
         message = f"deleted while running: Job {job_name} stopped; {where}"
         await ctx.api.patch_status(namespace, name, {"message": message, "step": "done"})
         await ctx.api.event(body, "Warning", reasons.DELETED_WHILE_RUNNING, message)
@@ -220,17 +221,30 @@ async def _track_job(ctx: Context, body: Body) -> None:
     if not outcome.finished:
         await _announce_phase(ctx, body, status.get("phase"))
         return
+    if not outcome.stop_job and job is not None and kstatus.pods_stopping(job, pods):
+        return  # e.g. past its deadline: the runner is still reporting; its last word counts
     if outcome.stop_job:
         await ctx.api.delete_job(meta["namespace"], status["jobName"])
     await _finish_step(ctx, body, outcome)
 
 
 async def observe(ctx: Context, namespace: str, name: str, phase: str | None) -> None:
-    """A phase seen in a watch event: announced once even when the runner moves on fast."""
+    """A watch event: a new resource starts at once; a runner's phase is announced once even
+    when the runner moves on fast; a late runner write cannot undo the final phase."""
     async with ctx.lock(namespace, name):
         body = await ctx.api.get_migration(namespace, name)
-        if body is not None and not body["metadata"].get("deletionTimestamp"):
-            await _announce_phase(ctx, body, phase)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        status = body.get("status") or {}
+        if not status.get("step"):
+            await _reconcile(ctx, body)  # new: start now, not after kopf's finalizer round trip
+            return
+        final = status.get("announcedPhase")
+        if status.get("step") == "done" and final and status.get("phase") != final:
+            # A runner's late progress write after the final result: the final phase stands.
+            await ctx.api.patch_status(namespace, name, {"phase": final})
+            return
+        await _announce_phase(ctx, body, phase)
 
 
 async def _announce_phase(ctx: Context, body: Body, phase: str | None) -> None:
@@ -275,7 +289,7 @@ async def _finish_step(ctx: Context, body: Body, outcome: kstatus.JobOutcome) ->
                    [conditions.Condition(conditions.PLANNED, "True", reasons.DRY_RUN, message)])
         await ctx.api.event(body, "Normal", reasons.DRY_RUN, message)
         ctx.metrics.finished("DryRun", _seconds(status), 0)
-    elif purpose == "replan" and result.planHash == kstatus.plan_hash(status):
+    elif purpose == "replan" and result.planHash == status.get("approvedHash"):
         await _launch(ctx, body, spec, "apply", {**seq, "currentRevision": result.fromRevision})
     else:
         await _await_approval(ctx, body, result, seq, stale=purpose == "replan")
@@ -343,7 +357,8 @@ async def _check_approval(ctx: Context, body: Body) -> None:
     body = {**body, "status": {**status, "conditions": conditions.merge(
         status.get("conditions") or (), [conditions.Condition(
             conditions.APPROVED, "True", reasons.APPROVED, message)], int(meta["generation"]))}}
-    await _launch(ctx, body, spec, "replan")
+    # The re-plan Job rewrites status.plan live; what was approved is kept apart.
+    await _launch(ctx, body, spec, "replan", {"approvedHash": expected})
 
 
 # -- status writing ------------------------------------------------------------------------
@@ -392,7 +407,7 @@ def _fresh_fields() -> dict[str, Any]:
     """A new run forgets the previous one's results (null deletes in a merge patch)."""
     return {k: None for k in ("plan", "stages", "backup", "undone", "fromRevision",
                               "targetRevision", "currentRevision", "rejectedApproval",
-                              "finishedAt", "startedAt")}
+                              "approvedHash", "finishedAt", "startedAt")}
 
 
 def _database_state(status: Mapping[str, Any], result: progress.RunResult | None) -> str:

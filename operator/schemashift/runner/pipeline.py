@@ -25,6 +25,7 @@ from schemashift.runner import backup as backup_engine
 from schemashift.runner import lock, rollback
 from schemashift.runner.options import RunOptions, parse_duration
 from schemashift.runner.stages import LockRetriesExhausted, Migrator, describe
+from schemashift.storage import s3
 
 if TYPE_CHECKING:
     from schemashift.plan import Plan
@@ -74,11 +75,12 @@ def _interrupted(exc: KeyboardInterrupt) -> errors.MigrationFailed:
 
 
 class _StageFailed(Exception):
-    def __init__(self, cause: BaseException, stage: StageStatus | None, autocommit: bool):
+    def __init__(self, cause: BaseException, stage: StageStatus | None,
+                 objects_before: frozenset[rollback.ObjectKey] | None = None):
         super().__init__(str(cause))
         self.cause = cause
         self.stage = stage
-        self.autocommit = autocommit
+        self.objects_before = objects_before  # set for a stage with an autocommit block
 
 
 @dataclass
@@ -130,6 +132,8 @@ class _Run:
                 return self._locked(url, config, conn, held)
 
     def _check_policy(self) -> None:
+        if self.options.backup_url:
+            s3.parse_url(self.options.backup_url, prefix=True)
         if self.options.dry_run:
             return
         if self.project.environment == "production" and not self.options.backup_url:
@@ -178,7 +182,7 @@ class _Run:
         except _StageFailed as failure:
             return self._roll_back(undo, failure)
         except KeyboardInterrupt as exc:  # between stages, or while verifying
-            return self._roll_back(undo, _StageFailed(_interrupted(exc), None, False))
+            return self._roll_back(undo, _StageFailed(_interrupted(exc), None))
         self.current = migrator.current()
         return self._result(
             "Succeeded", reasons.SUCCEEDED,
@@ -195,6 +199,14 @@ class _Run:
         self.stages = [StageStatus(name=s.name, revision=s.target) for s in the_plan.stages]
 
     def _gate(self, the_plan: Plan) -> None:
+        if the_plan.is_empty and the_plan.from_revision != the_plan.target_revision:
+            raise errors.PolicyRefused(
+                f"the database is at {the_plan.from_revision or 'base'}, not behind the target "
+                f"{the_plan.target_revision or 'base'}: apply only upgrades",
+                hint="to go back, deploy migrations whose head is the database's revision, "
+                "restore a backup (schemashift restore), or run `alembic downgrade` deliberately",
+                reason=reasons.TARGET_BEHIND_DATABASE,
+            )
         blocking = the_plan.blocking(self.options.lint(), self.options.allow)
         if blocking:
             lines = "; ".join(f"[{f.rule}] {f.revision}: {f.message}" for f in blocking)
@@ -228,7 +240,8 @@ class _Run:
             if not held.still_held():
                 raise _StageFailed(errors.MigrationFailed(
                     "lost the migration lock (its connection closed); stopped before "
-                    f"stage {stage.name}"), None, False)
+                    f"stage {stage.name}"), None)
+            before = rollback.snapshot_objects(migrator.connection) if stage.autocommit else None
             self._stage(status, "Running", startedAt=progress.now(), attempts=1)
             try:
                 attempts = migrator.upgrade(stage.target)
@@ -238,13 +251,13 @@ class _Run:
                 count = exc.attempts if isinstance(exc, LockRetriesExhausted) else status.attempts
                 self._stage(status, "Failed", finishedAt=progress.now(), attempts=count,
                             message=describe(exc, self._password()))
-                raise _StageFailed(exc, status, stage.autocommit) from exc
+                raise _StageFailed(exc, status, before) from exc
             if self.current != stage.target:
                 self._stage(status, "Failed", finishedAt=progress.now(),
                             message=f"database records {self.current}, not {stage.target}")
                 raise _StageFailed(errors.MigrationFailed(
                     f"stage {stage.name} ended with the database at {self.current or 'base'} "
-                    f"instead of {stage.target}"), status, stage.autocommit)
+                    f"instead of {stage.target}"), status, before)
             self._stage(status, "Succeeded", finishedAt=progress.now(), attempts=attempts.count)
 
     def _verify(self, migrator: Migrator) -> None:
@@ -253,7 +266,7 @@ class _Run:
         if current != self.target_revision:
             raise _StageFailed(errors.MigrationFailed(
                 f"after all stages the database is at {current or 'base'}, not at the target "
-                f"{self.target_revision}", reason=reasons.VERIFY_FAILED), None, False)
+                f"{self.target_revision}", reason=reasons.VERIFY_FAILED), None)
         if self.options.verify_models:
             from schemashift import diff
 
@@ -262,14 +275,14 @@ class _Run:
                 raise _StageFailed(errors.MigrationFailed(
                     "the migrated database still differs from the models: "
                     + " ".join(report.to_text().split()), reason=reasons.VERIFY_FAILED),
-                    None, False)
+                    None)
 
     def _roll_back(self, undo: rollback.Rollback, failure: _StageFailed) -> RunResult:
         cause = describe(failure.cause, self._password())
         what = f"stage {failure.stage.name} failed" if failure.stage else "the run failed"
         self._phase("RollingBack", f"{what}: {cause}; rollback policy {self.options.policy()}")
         try:
-            done = undo.run(self.options.policy(), partial_commit_possible=failure.autocommit)
+            done = undo.run(self.options.policy(), objects_before_stage=failure.objects_before)
         except (Exception, KeyboardInterrupt) as exc:  # the report stays exact even then
             done = rollback.RollbackOutcome("Failed", reasons.ROLLBACK_FAILED,
                                             f"rollback raised {describe(exc, self._password())}",

@@ -25,7 +25,8 @@ ObjectKey = tuple[str, str, str]
 _OBJECTS_SQL = """
 SELECT n.nspname, c.relname, c.relkind::text FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'i', 'I')
+   AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid)
    AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                    AND d.objid = c.oid AND d.deptype = 'e')
@@ -42,11 +43,12 @@ SELECT nspname, '', 'N' FROM pg_namespace
  WHERE nspname <> 'information_schema' AND nspname NOT LIKE 'pg\\_%'
 """
 
-_DROP_ORDER = {"v": 0, "m": 1, "f": 2, "r": 3, "p": 3, "S": 4, "T": 5, "N": 6}
+_DROP_ORDER = {"v": 0, "m": 1, "f": 2, "r": 3, "p": 3, "i": 4, "I": 4, "S": 5, "T": 6, "N": 7}
 _DROP_KIND = {
     "v": "VIEW", "m": "MATERIALIZED VIEW", "f": "FOREIGN TABLE", "r": "TABLE", "p": "TABLE",
-    "S": "SEQUENCE", "T": "TYPE", "N": "SCHEMA",
+    "i": "INDEX", "I": "INDEX", "S": "SEQUENCE", "T": "TYPE", "N": "SCHEMA",
 }
+_KIND_NAME = {**{k: v.lower() for k, v in _DROP_KIND.items()}}
 
 
 def snapshot_objects(connection: Connection) -> frozenset[ObjectKey]:
@@ -80,38 +82,56 @@ class Rollback:
     objects_before: frozenset[ObjectKey]
     reporter: Reporter
 
-    def run(self, policy: str, *, partial_commit_possible: bool = False) -> RollbackOutcome:
-        """Undo per policy. `partial_commit_possible`: the failed stage had an autocommit
-        block, so statements of it may have been committed without its revision stamp."""
+    def run(self, policy: str, *,
+            objects_before_stage: frozenset[ObjectKey] | None = None) -> RollbackOutcome:
+        """Undo per policy. `objects_before_stage` is given when the failed stage had an
+        autocommit block: what it committed outside a transaction (no downgrade and no
+        rollback undoes that) is found by comparing with what existed before it."""
         applied = self._applied(self.migrator.current())
+        leftovers: list[ObjectKey] = []
+        if objects_before_stage is not None:
+            leftovers = sorted(snapshot_objects(self.migrator.connection) - objects_before_stage)
+        done = self._undo(policy, applied, leftovers)
+        remaining = set(leftovers) & snapshot_objects(self.migrator.connection)
+        if objects_before_stage is not None and not remaining:
+            done.message += ("; the failed stage had an autocommit block: no object of it "
+                             "remains, but data it changed outside a transaction stays changed")
+        elif remaining:
+            names = ", ".join(_describe_object(o) for o in sorted(remaining))
+            done.message += f"; left behind by the failed stage's autocommit block: {names}"
+            if done.outcome == "RolledBack":
+                done.outcome, done.reason = "Failed", reasons.PARTIALLY_ROLLED_BACK
+        return done
+
+    def _undo(self, policy: str, applied: list[str],
+              leftovers: list[ObjectKey]) -> RollbackOutcome:
         restorable = self.backup is not None and policy != "none"
-        if not applied and not (partial_commit_possible and restorable):
-            if partial_commit_possible:
-                return self._outcome(
-                    "Failed", reasons.NOT_ROLLED_BACK,
-                    "the failed stage ran statements outside a transaction (autocommit block); "
-                    "those that completed were not undone", applied)
+        if leftovers and restorable:
+            note = "restored the backup" if policy == "restore" else (
+                "the failed stage committed part of an autocommit block, which no downgrade "
+                "undoes; restored the backup")
+            return self._restore_outcome(note, applied)
+        if not applied:
             return self._outcome("RolledBack", reasons.ROLLED_BACK_TRANSACTION,
                                  "the failed stage's transaction was rolled back; nothing had "
                                  "been committed", applied)
         if policy == "none":
             return self._outcome("Failed", reasons.NOT_ROLLED_BACK,
                                  "rollback policy is none: left as it is", applied)
-        if policy == "downgrade" and not (partial_commit_possible and restorable):
-            problem = self._downgrade()
-            if problem is None:
-                return self._outcome("RolledBack", reasons.ROLLED_BACK_DOWNGRADE,
-                                     "rolled back by running the downgrades", applied)
-            if self.backup is None:
-                return self._outcome("Failed", reasons.ROLLBACK_FAILED,
-                                     f"downgrade failed ({problem}) and there is no backup "
-                                     "to restore", applied)
-            note = f"downgrade failed ({problem}); restored the backup instead"
-        elif policy == "downgrade":
-            note = ("the failed stage may have committed part of an autocommit block, which no "
-                    "downgrade undoes; restored the backup instead")
-        else:
-            note = "restored the backup"
+        if policy == "restore":
+            return self._restore_outcome("restored the backup", applied)
+        problem = self._downgrade()
+        if problem is None:
+            return self._outcome("RolledBack", reasons.ROLLED_BACK_DOWNGRADE,
+                                 "rolled back by running the downgrades", applied)
+        if self.backup is None:
+            return self._outcome("Failed", reasons.ROLLBACK_FAILED,
+                                 f"downgrade failed ({problem}) and there is no backup "
+                                 "to restore", applied)
+        return self._restore_outcome(
+            f"downgrade failed ({problem}); restored the backup instead", applied)
+
+    def _restore_outcome(self, note: str, applied: list[str]) -> RollbackOutcome:
         if self.backup is None:
             return self._outcome("Failed", reasons.ROLLBACK_FAILED,
                                  "rollback policy is restore but there is no backup", applied)
@@ -187,6 +207,11 @@ class Rollback:
                 conn.exec_driver_sql(f"DROP {_DROP_KIND[kind]} IF EXISTS {qualified} CASCADE")
 
         self.migrator.with_lock_retries(drop)
+
+
+def _describe_object(key: ObjectKey) -> str:
+    schema, name, kind = key
+    return f"schema {schema}" if kind == "N" else f"{_KIND_NAME[kind]} {schema}.{name}"
 
 
 def _quote(identifier: str) -> str:

@@ -35,6 +35,11 @@ termination-message file. ``kubelet.extra_env`` is added to every pod process st
 
 When a test fails, the tails of every server's log, the kubelet's log and the pods' output are
 attached to its report; the full logs stay in ``control_plane.log_dir`` (under pytest's basetemp).
+Other session fixtures can add their own with ``fixtures.add_diagnostics(callable)`` /
+``fixtures.remove_diagnostics(callable)``.
+
+By hand, outside pytest: ``python -m tests.e2e.testbed`` starts the same bed and prints the
+``KUBECONFIG`` to export; Ctrl-C stops it.
 """
 
 from .binaries import Binaries, BinariesMissing, locate

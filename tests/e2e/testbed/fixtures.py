@@ -19,6 +19,16 @@ REQUIRE_ENV = "SCHEMASHIFT_REQUIRE_TESTBED"
 _diagnostics: list[Callable[[], str]] = []
 
 
+def add_diagnostics(collect: Callable[[], str]) -> None:
+    """Have a failed test's report include `collect()` (e.g. the tail of a process's log)."""
+    _diagnostics.append(collect)
+
+
+def remove_diagnostics(collect: Callable[[], str]) -> None:
+    if collect in _diagnostics:
+        _diagnostics.remove(collect)
+
+
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """etcd + kube-apiserver + kube-controller-manager for the whole session."""
@@ -30,11 +40,11 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         pytest.skip(str(exc))
     plane = ControlPlane(tmp_path_factory.mktemp("testbed"), found)
     plane.start()
-    _diagnostics.append(plane.logs)
+    add_diagnostics(plane.logs)
     try:
         yield plane
     finally:
-        _diagnostics.remove(plane.logs)
+        remove_diagnostics(plane.logs)
         plane.stop()
 
 
@@ -43,11 +53,11 @@ def kubelet(control_plane: ControlPlane) -> Iterator[ProcessKubelet]:
     """The process kubelet; set `kubelet.extra_env[...]` to give every later pod a variable."""
     runner = ProcessKubelet(control_plane)
     runner.start()
-    _diagnostics.append(runner.logs)
+    add_diagnostics(runner.logs)
     try:
         yield runner
     finally:
-        _diagnostics.remove(runner.logs)
+        remove_diagnostics(runner.logs)
         runner.stop()
 
 
