@@ -9,7 +9,8 @@ make the dump trivial), and for each measures in the same run:
   ours   schemashift take_backup() in a subprocess     dump → multipart upload → verify → publish
   naive  pg_dump -Fc -f tmpfile, then boto3 upload_file the usual script
 
-Prints times, throughput ratios against raw and our process's peak RSS (ru_maxrss of the Python
+Each method runs --repeat times, interleaved, and the best time counts. Prints times, throughput
+ratios against raw and our process's peak RSS (ru_maxrss of the Python
 process alone, measured inside it). Targets: ours >= 0.9x raw for the streaming part, RSS flat
 (< 150 MB) across the two sizes. Usage: python bench/backup.py [--small-rows N] [--large-rows N]
 """
@@ -116,21 +117,32 @@ def run_naive(url: str, server: s3.S3Server, bucket: str, bin_dir: Path) -> floa
         return time.monotonic() - started
 
 
-def measure(label: str, rows: int, pg: postgres.PgServer, server: s3.S3Server) -> Result:
+def measure(label: str, rows: int, repeat: int, pg: postgres.PgServer, server: s3.S3Server
+            ) -> Result:
+    """Each method `repeat` times, interleaved; the best time of each counts (this machine is
+    shared: the minimum is the least disturbed run)."""
     print(f"[{label}] generating {rows:,} rows …", flush=True)
     url, db_bytes = generate(pg, rows)
     bucket = server.create_bucket()
     env = {**os.environ, **server.env()}
-    dump = pg.bin_dir / "pg_dump"
-    print(f"[{label}] database {db_bytes / 1e9:.2f} GB; raw pg_dump …", flush=True)
-    timed([str(dump), "-Fc", f"--dbname={url}"], stdout=subprocess.DEVNULL)  # warm the cache
-    raw = timed([str(dump), "-Fc", f"--dbname={url}"], stdout=subprocess.DEVNULL)
-    print(f"[{label}] ours …", flush=True)
-    stream, total, dump_bytes, rss = run_ours(url, f"s3://{bucket}/bench/", pg.bin_dir, env)
-    print(f"[{label}] naive …", flush=True)
-    naive = run_naive(url, server, bucket, pg.bin_dir)
+    raw_command = [str(pg.bin_dir / "pg_dump"), "-Fc", f"--dbname={url}"]
+    print(f"[{label}] database {db_bytes / 1e9:.2f} GB", flush=True)
+    timed(raw_command, stdout=subprocess.DEVNULL)  # warm the cache
+    raws, streams, totals, naives, rss = [], [], [], [], 0.0
+    dump_bytes = 0
+    for attempt in range(1, repeat + 1):
+        raws.append(timed(raw_command, stdout=subprocess.DEVNULL))
+        stream, total, dump_bytes, peak = run_ours(url, f"s3://{bucket}/bench/", pg.bin_dir, env)
+        streams.append(stream)
+        totals.append(total)
+        rss = max(rss, peak)
+        naives.append(run_naive(url, server, bucket, pg.bin_dir))
+        print(f"[{label}] run {attempt}: raw {raws[-1]:.1f}s, ours {stream:.1f}s "
+              f"(+verify {total:.1f}s), naive {naives[-1]:.1f}s, RSS {peak:.0f} MB, "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return Result(label, db_bytes, dump_bytes, raw, stream, total, naive, rss, children)
+    return Result(label, db_bytes, dump_bytes, min(raws), min(streams), min(totals),
+                  min(naives), rss, children)
 
 
 def report(results: list[Result]) -> None:
@@ -153,6 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small-rows", type=int, default=1_500_000)
     parser.add_argument("--large-rows", type=int, default=6_000_000)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per method (best counts)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="schemashift-bench-"))
     (base / "pg").mkdir()
@@ -160,8 +173,9 @@ def main() -> None:
     pg, handle = postgres.start_embedded_server(base / "pg")
     server, weed = s3.start_seaweedfs(base / "s3")
     try:
-        results = [measure("small", args.small_rows, pg, server),
-                   measure("large", args.large_rows, pg, server)]
+        print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f}")
+        results = [measure("small", args.small_rows, args.repeat, pg, server),
+                   measure("large", args.large_rows, args.repeat, pg, server)]
         report(results)
     finally:
         s3.stop_seaweedfs(weed)

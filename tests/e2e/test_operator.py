@@ -67,7 +67,8 @@ def reasons_of(migrations: Migrations, name: str) -> list[str]:
 
 
 def test_happy_path_with_backup(
-    migrations: Migrations, database_url: str, tmp_path: Path, s3_server: Any, s3_bucket: str,
+    migrations: Migrations, operator_process: OperatorProcess, database_url: str,
+    tmp_path: Path, s3_server: Any, s3_bucket: str,
 ) -> None:
     history = at_a1(database_url, tmp_path, [CREATE, ADD])
     migrations.apply("app", spec(history, environment="production",
@@ -93,8 +94,17 @@ def test_happy_path_with_backup(
     assert seen[0] == reasons.JOB_CREATED and seen[-1] == reasons.SUCCEEDED
     assert "BackingUp" in seen and "Migrating" in seen
     password = database_url.split(":")[2].split("@")[0]
-    assert password not in str(migrations.get("app")) + str(migrations.events("app"))
+    job_json = migrations.plane.kubectl("get", "jobs", "-n", migrations.namespace,
+                                        "-o", "json").stdout
+    for text in (str(migrations.get("app")), str(migrations.events("app")), job_json,
+                 operator_process.logs(10_000)):
+        assert password not in text and s3_server.secret_key not in text
+    assert '"secretKeyRef"' in job_json and '"backup-s3"' in job_json
     assert len(migrations.jobs()) == 1
+    metrics = operator_process.metrics()
+    assert 'schemashift_migrations_total{outcome="Succeeded"}' in metrics
+    assert "schemashift_backup_bytes_total" in metrics
+    assert "schemashift_migration_duration_seconds_bucket" in metrics
 
 
 @pytest.mark.parametrize("policy,phase,reason,left_at,columns", [

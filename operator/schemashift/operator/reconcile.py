@@ -120,11 +120,11 @@ async def finalize(ctx: Context, namespace: str, name: str, poll_s: float = 0.2,
 
 async def _start(ctx: Context, body: Body) -> None:
     spec = resource.MigrationSpec.from_body(body["spec"])
-    problem = await validate(ctx, body, spec)
+    problem, holder = await asyncio.gather(validate(ctx, body, spec),
+                                           database_holder(ctx, body, spec))
     if problem is not None:
         await _fail(ctx, body, *problem, fields=_fresh_fields())
         return
-    holder = await database_holder(ctx, body, spec)
     if holder is not None:
         await _wait_for_database(ctx, body, spec, holder)
         return

@@ -33,8 +33,10 @@ How a process finds its token and termination-message file — the most faithful
   namespace in which the per-pod token directory is bind-mounted on the container's mount path
   (``/var/run/secrets/kubernetes.io/serviceaccount``) and the per-pod message file on its
   ``terminationMessagePath`` (``/dev/termination-log``). So ``config.load_incluster_config()``,
-  kopf and a runner writing ``/dev/termination-log`` work unmodified. Empty mount points missing on
-  the host are created once and removed again by ``stop()``; the host never sees pod data.
+  kopf and a runner writing ``/dev/termination-log`` work unmodified. The host only gets the
+  empty mount points (both on tmpfs-like file systems); they are deliberately left in place,
+  because another test session's kubelet may be using them at the same moment. The host never
+  sees pod data.
 - Always, in addition (and the only way without mount namespaces): ``SCHEMASHIFT_SA_DIR`` names
   the token directory and ``SCHEMASHIFT_TERMINATION_MESSAGE_PATH`` the message file.
 
@@ -173,7 +175,6 @@ class ProcessKubelet:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._reported: dict[str, str] = {}
-        self._created_paths: list[Path] = []
         self.use_mount_namespaces = self._mount_namespaces_work()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -208,9 +209,6 @@ class ProcessKubelet:
                 self._signal(run, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     run.proc.wait(5)
-        for path in reversed(self._created_paths):  # deepest first
-            with contextlib.suppress(OSError):
-                path.rmdir() if path.is_dir() else path.unlink()
         self._api.close()
         for handler in list(log.handlers):
             log.removeHandler(handler)
@@ -730,17 +728,14 @@ class ProcessKubelet:
         binds += [str(run.message_file), message_path]
         return [*_UNSHARE, "/bin/sh", "-c", _MOUNT_SCRIPT, "sh", *binds, "--", *argv]
 
-    def _ensure_mount_point(self, path: Path, *, directory: bool) -> None:
-        """Create an empty mount point on the host once; stop() removes what it created."""
-        if path.exists():
-            return
-        missing = [p for p in [path, *path.parents] if not p.exists()]
-        for p in reversed(missing):  # outermost first
-            if p == path and not directory:
-                p.touch()
-            else:
-                p.mkdir()
-            self._created_paths.append(p)
+    @staticmethod
+    def _ensure_mount_point(path: Path, *, directory: bool) -> None:
+        """An empty mount point on the host (exist_ok: kubelets of parallel sessions race)."""
+        if directory:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(exist_ok=True)
 
     @staticmethod
     def _mount_namespaces_work() -> bool:
