@@ -58,7 +58,9 @@ status = backup.take_backup(sys.argv[1], sys.argv[2], from_revision=None, report
                             pg_bin_dir=Path(sys.argv[3]))
 print(json.dumps({"event": "done", "started": started, "t": time.monotonic(),
                   "size": status.sizeBytes,
-                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
+                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "cpu": resource.getrusage(resource.RUSAGE_SELF).ru_utime
+                         + resource.getrusage(resource.RUSAGE_SELF).ru_stime}), flush=True)
 """
 
 
@@ -96,14 +98,14 @@ def timed(command: list[str], **kwargs: object) -> float:
 
 
 def run_ours(url: str, backup_url: str, bin_dir: Path, env: dict[str, str]
-             ) -> tuple[float, float, int, float]:
+             ) -> tuple[float, float, int, float, float]:
     done = subprocess.run([sys.executable, "-c", OURS, url, backup_url, str(bin_dir)],
                           capture_output=True, text=True, env=env, check=True)
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     end = events[-1]
     uploaded = next(e for e in events if e["event"] == "backup" and e["state"] == "Uploaded")
     return (uploaded["t"] - end["started"], end["t"] - end["started"], end["size"],
-            end["maxrss_kb"] / 1024)
+            end["maxrss_kb"] / 1024, end["cpu"])
 
 
 def run_naive(url: str, server: s3.S3Server, bucket: str, bin_dir: Path) -> float:
@@ -132,13 +134,15 @@ def measure(label: str, rows: int, repeat: int, pg: postgres.PgServer, server: s
     dump_bytes = 0
     for attempt in range(1, repeat + 1):
         raws.append(timed(raw_command, stdout=subprocess.DEVNULL))
-        stream, total, dump_bytes, peak = run_ours(url, f"s3://{bucket}/bench/", pg.bin_dir, env)
+        stream, total, dump_bytes, peak, cpu = run_ours(url, f"s3://{bucket}/bench/",
+                                                        pg.bin_dir, env)
         streams.append(stream)
         totals.append(total)
         rss = max(rss, peak)
         naives.append(run_naive(url, server, bucket, pg.bin_dir))
         print(f"[{label}] run {attempt}: raw {raws[-1]:.1f}s, ours {stream:.1f}s "
-              f"(+verify {total:.1f}s), naive {naives[-1]:.1f}s, RSS {peak:.0f} MB, "
+              f"(+verify {total:.1f}s, our process's CPU {cpu:.1f}s), naive {naives[-1]:.1f}s, "
+              f"RSS {peak:.0f} MB, "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return Result(label, db_bytes, dump_bytes, min(raws), min(streams), min(totals),
