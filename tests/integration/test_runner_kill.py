@@ -100,3 +100,30 @@ def test_sigterm_mid_stage_rolls_back_and_still_reports(
     assert result["undone"] == ["b2", "a1"]
     assert revision(database_url) is None
     assert tables(database_url) == {"alembic_version"}
+
+
+def test_losing_the_migration_lock_stops_before_the_next_stage(
+    database_url: str, tmp_path: Path
+) -> None:
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, WAITS, LAST])
+    gate = psycopg.connect(database_url, autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(515151)")
+    live = LiveRun(database_url, migrations, "--lock-timeout", "60s")
+    try:
+        live.wait_for(lambda e: e["event"] == "stage" and e["revision"] == "c3"
+                      and e["state"] == "Running")
+        gate.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                     "application_name = 'schemashift-migration-lock' "
+                     "AND datname = current_database()")
+        gate.execute("SELECT pg_advisory_unlock(515151)")
+        run = live.finish()
+    finally:
+        gate.close()
+
+    assert run.exit_code == 1, run
+    result = run.result
+    assert (result["outcome"], result["reason"]) == ("Failed", "MigrationLockLost"), run
+    assert result["currentRevision"] == "c3"
+    assert [s["state"] for s in result["stages"]] == [
+        "Succeeded", "Succeeded", "Succeeded", "Pending"]
+    assert revision(database_url) == "c3"

@@ -210,3 +210,18 @@ def test_autocommit_leftovers_are_reported_not_hidden(database_url: str, tmp_pat
     assert "index public.ux_patients_name" in result["message"]
     assert revision(database_url) == "a1"
     assert "scratch" in tables(database_url)
+
+
+def test_verify_models_with_models_that_do_not_load_changes_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    from tests.integration.test_runner_apply import HISTORY
+
+    migrations = write_history(tmp_path, HISTORY)
+
+    run = run_apply(database_url, migrations, "--verify-models",
+                    "--metadata", "no_such_models_module:metadata")
+
+    assert run.exit_code == 2, run
+    assert "no_such_models_module" in run.result["message"]
+    assert tables(database_url) == set()

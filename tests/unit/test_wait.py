@@ -191,3 +191,17 @@ def test_bad_timeout_exits_2_before_contacting_anything() -> None:
         "error: invalid duration 'soon'\n  hint: use a number with a unit, "
         'e.g. "90s", "30m" or "1h30m"'
     ]
+
+
+def test_in_a_pod_without_a_token_the_in_cluster_reason_is_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if (wait.IN_CLUSTER_NAMESPACE_FILE.parent / "token").exists():
+        pytest.skip("this machine has an in-cluster ServiceAccount token")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    lines: list[str] = []
+    assert wait.wait_for("app", echo=lines.append) == 2
+    assert "token" in lines[-1].lower()
+    assert "automountServiceAccountToken" in lines[-1]

@@ -28,7 +28,7 @@ def is_unnamed(name: Any) -> bool:
 
 def unnamed_constraints(metadata: sa.MetaData) -> list[str]:
     found = []
-    for table in metadata.sorted_tables:
+    for table in sorted(metadata.tables.values(), key=lambda t: t.fullname):
         for constraint in sorted(table.constraints, key=_describe):
             if isinstance(constraint, sa.PrimaryKeyConstraint) or _type_bound(constraint):
                 continue

@@ -183,17 +183,22 @@ def load_api(namespace: str | None) -> tuple[client.ApiClient, str]:
     try:
         config.load_incluster_config(client_configuration=configuration)
         default_ns = in_cluster_namespace()
-    except ConfigException:
+    except ConfigException as in_cluster:
         # The client reads $KUBECONFIG once at import; read it now, as kubectl does.
         kubeconfig = os.environ.get("KUBECONFIG") or "~/.kube/config"
         try:
             config.load_kube_config(kubeconfig, client_configuration=configuration)
             _, context = config.list_kube_config_contexts(kubeconfig)
         except (ConfigException, OSError) as exc:
+            in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
             raise WaitError(
                 errors.EXIT_USAGE,
-                f"no Kubernetes configuration found: {exc}\n"
-                "  hint: run inside a pod, or set KUBECONFIG / ~/.kube/config",
+                f"no Kubernetes configuration found: {in_cluster if in_pod else exc}\n"
+                + (
+                    "  hint: the pod needs its ServiceAccount token (automountServiceAccountToken)"
+                    if in_pod
+                    else "  hint: run inside a pod, or set KUBECONFIG / ~/.kube/config"
+                ),
             ) from exc
         default_ns = (context or {}).get("context", {}).get("namespace")
     return client.ApiClient(configuration), namespace or default_ns or "default"

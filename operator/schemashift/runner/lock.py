@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 from schemashift import db, errors, reasons
 
@@ -61,7 +61,7 @@ class MigrationLock:
                 {"k": self.key},
             ).scalar_one()
             return bool(held)
-        except DBAPIError:
+        except SQLAlchemyError:
             return False
 
 
@@ -119,7 +119,7 @@ def migration_lock(
             yield MigrationLock(connection=conn, key=key)
         finally:
             # If the connection is gone, the server released the lock with it.
-            with contextlib.suppress(DBAPIError):
+            with contextlib.suppress(SQLAlchemyError):
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
 

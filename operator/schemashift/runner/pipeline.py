@@ -8,29 +8,31 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
-from schemashift import db, errors, plan, progress, reasons, redact, scripts
+from schemashift import db, diff, errors, plan, progress, reasons, redact, scripts
 from schemashift.progress import BackupStatus, Outcome, Phase, Reporter, RunResult, StageStatus
 from schemashift.project import Project
 from schemashift.runner import backup as backup_engine
 from schemashift.runner import lock, rollback
 from schemashift.runner.options import RunOptions, parse_duration
+from schemashift.runner.report import HumanReporter, local_reporter, write_termination_message
 from schemashift.runner.stages import LockRetriesExhausted, Migrator, describe
 from schemashift.storage import s3
 
 if TYPE_CHECKING:
     from schemashift.plan import Plan
 
-__all__ = ["RunOptions", "apply", "local_reporter", "parse_duration", "write_termination_message"]
+__all__ = [
+    "HumanReporter", "RunOptions", "apply", "local_reporter", "parse_duration",
+    "write_termination_message",
+]
 
 _FINAL_PHASE: dict[str, Phase] = {
     "Succeeded": "Succeeded", "Planned": "Succeeded", "Failed": "Failed",
@@ -72,6 +74,10 @@ def _sigterm_interrupts() -> Iterator[None]:
 def _interrupted(exc: KeyboardInterrupt) -> errors.MigrationFailed:
     how = str(exc) or "interrupted (Ctrl-C)"
     return errors.MigrationFailed(how, reason=reasons.INTERRUPTED)
+
+
+class _LockLost(Exception):
+    """Another runner may hold the lock now: touching the database further could race it."""
 
 
 class _StageFailed(Exception):
@@ -132,6 +138,8 @@ class _Run:
                 return self._locked(url, config, conn, held)
 
     def _check_policy(self) -> None:
+        if self.options.verify_models:
+            self.project.metadata()  # a models module that does not load fails before changes
         if self.options.backup_url:
             s3.parse_url(self.options.backup_url, prefix=True)
         if self.options.dry_run:
@@ -181,6 +189,15 @@ class _Run:
             self._verify(migrator)
         except _StageFailed as failure:
             return self._roll_back(undo, failure)
+        except _LockLost as lost:
+            self.current = migrator.current()
+            return self._result(
+                "Failed", reasons.LOCK_LOST,
+                f"lost the migration lock (its database session ended); stopped before stage "
+                f"{lost} without rolling back, since another runner may hold the lock now. "
+                f"The database is at revision {self.current or 'base'} (run started at "
+                f"{self.from_revision or 'base'}, target {self.target_revision}); "
+                f"{self._backup_note()}")
         except KeyboardInterrupt as exc:  # between stages, or while verifying
             return self._roll_back(undo, _StageFailed(_interrupted(exc), None))
         self.current = migrator.current()
@@ -238,9 +255,7 @@ class _Run:
         self._phase("Migrating", f"applying {len(the_plan.stages)} stage(s)")
         for stage, status in zip(the_plan.stages, self.stages, strict=True):
             if not held.still_held():
-                raise _StageFailed(errors.MigrationFailed(
-                    "lost the migration lock (its connection closed); stopped before "
-                    f"stage {stage.name}"), None)
+                raise _LockLost(stage.name)
             before = rollback.snapshot_objects(migrator.connection) if stage.autocommit else None
             self._stage(status, "Running", startedAt=progress.now(), attempts=1)
             try:
@@ -268,9 +283,12 @@ class _Run:
                 f"after all stages the database is at {current or 'base'}, not at the target "
                 f"{self.target_revision}", reason=reasons.VERIFY_FAILED), None)
         if self.options.verify_models:
-            from schemashift import diff
-
-            report = diff.detect(self.project)
+            try:
+                report = diff.detect(self.project)
+            except Exception as exc:
+                raise _StageFailed(errors.MigrationFailed(
+                    f"comparing the database with the models failed: {describe(exc)}",
+                    reason=reasons.VERIFY_FAILED), None) from exc
             if report.has_changes:
                 raise _StageFailed(errors.MigrationFailed(
                     "the migrated database still differs from the models: "
@@ -352,7 +370,11 @@ class _Run:
 
     def _unchanged(self, reason: str, message: str, exit_code: int,
                    hint: str | None) -> RunResult:
-        text = message.rstrip(".") + ". Nothing was changed"
+        if any(status.state != "Pending" for status in self.stages):
+            text = (message.rstrip(".") + f". The database is at revision "
+                    f"{self._read_current() or 'base'}")
+        else:
+            text = message.rstrip(".") + ". Nothing was changed"
         if hint:
             text += f" (hint: {hint})"
         return self._result("Failed", reason, text, exit_code=exit_code)
@@ -394,70 +416,3 @@ def _boundaries(the_plan: Plan) -> list[tuple[str | None, list[str]]]:
 def _plan_summary(the_plan: Plan) -> str:
     return (f"{len(the_plan.revisions)} revision(s) in {len(the_plan.stages)} stage(s) from "
             f"{the_plan.from_revision or 'base'} to {the_plan.target_revision or 'base'}")
-
-
-# -- outputs -------------------------------------------------------------------------------------
-
-
-class HumanReporter:
-    """Local mode without --json: one short line per event; the failure itself on stderr."""
-
-    def __init__(self, out: TextIO | None = None, err: TextIO | None = None):
-        self.out = out or sys.stdout
-        self.err = err or sys.stderr
-
-    def emit(self, event: str, **fields: Any) -> None:
-        line = self._line(event, fields)
-        if line is None:
-            return
-        failed = event == "result" and fields.get("exitCode") not in (0, None)
-        stream = self.err if failed else self.out
-        stream.write(line + "\n")
-        stream.flush()
-
-    def _line(self, event: str, fields: dict[str, Any]) -> str | None:
-        if event == "phase":
-            return f"[{fields.get('phase')}] {fields.get('message', '')}"
-        if event == "plan":
-            return _plan_lines(fields.get("plan") or {})
-        if event == "stage":
-            attempts = fields.get("attempts") or 0
-            tries = f" after {attempts} attempts" if attempts > 1 else ""
-            detail = f": {fields['message']}" if fields.get("message") else ""
-            return f"  stage {fields.get('name')} → {fields.get('revision')}: " \
-                   f"{fields.get('state')}{tries}{detail}"
-        if event == "lock_retry":
-            return f"  lock timeout (attempt {fields.get('attempt')}), retrying in " \
-                   f"{fields.get('wait_seconds')}s: {fields.get('message')}"
-        if event == "result":
-            prefix = "" if fields.get("exitCode") == 0 else "error: "
-            return f"{prefix}{fields.get('outcome')} ({fields.get('reason')}): " \
-                   f"{fields.get('message')}"
-        details = " ".join(f"{k}={v}" for k, v in fields.items())
-        return f"  {event}: {details}"
-
-
-def _plan_lines(data: dict[str, Any]) -> str:
-    revisions = data.get("revisions") or []
-    lines = [f"  plan: {len(revisions)} revision(s), {len(data.get('stages') or [])} stage(s), "
-             f"hash {str(data.get('hash', ''))[:12]}"]
-    for finding in data.get("lint") or []:
-        lines.append(f"  lint {finding.get('severity')} [{finding.get('rule')}] "
-                     f"{finding.get('revision')}: {finding.get('message')}")
-    for finding in data.get("integrity") or []:
-        lines.append(f"  integrity [{finding.get('check')}] {finding.get('message')}")
-    return "\n".join(lines)
-
-
-def local_reporter(as_json: bool) -> Reporter:
-    return progress.JsonLinesReporter() if as_json else HumanReporter()
-
-
-def write_termination_message(result: RunResult, path: Path | str) -> None:
-    """The pod's termination message: the operator's authority on how the run ended."""
-    target = Path(path)
-    try:
-        target.write_text(result.termination_message())
-    except OSError as exc:
-        print(f"schemashift: could not write the termination message to {target}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
