@@ -133,11 +133,10 @@ def local_story(pg: postgres.PgServer, store: s3.S3Server, work: Path) -> None:
         print(f"  s3://{bucket}/{item['Key']}  {item['Size']} bytes")
 
 
-def kubernetes_story() -> None:
-    step("8. The same through Kubernetes")
-    print("  The operator path (kubectl apply -f migration.yaml → Job → status) runs against a "
-          "real kube-apiserver\n  in the e2e tests: build it once with "
-          "`python3 tools/build_testbed.py`, then `bash tools/test.sh tests/e2e`.")
+def kubernetes_story(pg: postgres.PgServer, store: s3.S3Server, work: Path) -> None:
+    import demo_k8s  # tools/demo_k8s.py, beside this file
+
+    demo_k8s.kubernetes_story(pg, store, work)
 
 
 def main() -> int:
@@ -150,7 +149,7 @@ def main() -> int:
         print(f"  PostgreSQL at {pg.host}:{pg.port}, S3 at {store.endpoint}")
         try:
             local_story(pg, store, work)
-            kubernetes_story()
+            kubernetes_story(pg, store, work)
         finally:
             s3.stop_seaweedfs(weed)
             postgres.stop_embedded_server(pg, pg_handle)

@@ -48,7 +48,7 @@ def code(text: object) -> str:
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 # --- CLI ------------------------------------------------------------------------------------
@@ -113,7 +113,8 @@ def _commands(group: click.Group) -> Iterator[tuple[str, list[str], click.Comman
     for name, command in group.commands.items():
         if command.hidden or name != command.name:
             continue
-        aliases = [other for other, cmd in group.commands.items() if cmd is command and other != name]
+        aliases = [other for other, cmd in group.commands.items()
+                   if cmd is command and other != name]
         yield name, aliases, command
 
 

@@ -231,7 +231,8 @@ def operator(namespaces: tuple[str, ...], liveness: str, metrics_port: int,
               help="Give up after this long (keep it below helm's --timeout).")
 def wait(name: str, namespace: str | None, timeout: str) -> None:
     """Block until a SchemaMigration is Succeeded; exit 1 on Failed/RolledBack (Helm hooks)."""
-    sys.exit(_module("kube.wait").wait_for(name, namespace=namespace, timeout=timeout, echo=click.echo))
+    wait_for = _module("kube.wait").wait_for
+    sys.exit(wait_for(name, namespace=namespace, timeout=timeout, echo=click.echo))
 
 
 def main() -> None:

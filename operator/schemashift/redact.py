@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import re
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
-_KEYWORD_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|aws_secret_access_key)\s*[=:]\s*('[^']*'|\"[^\"]*\"|\S+)")
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@"
+)
+_KEYWORD_PASSWORD = re.compile(
+    r"(?i)\b(password|passwd|pwd|secret|token|aws_secret_access_key)\s*[=:]\s*"
+    r"('[^']*'|\"[^\"]*\"|\S+)"
+)
 _QUERY_PASSWORD = re.compile(r"(?i)([?&](?:password|sslpassword)=)[^&\s]+")
 
 MASK = "***"

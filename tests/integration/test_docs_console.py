@@ -9,8 +9,8 @@ together, as a terminal shows them).
 The session's environment is the doc's own set-up: the ```sh block under the heading "Set-up",
 run with bash from the repository root after these substitutions (and nothing else):
 
-- ``postgresql://app:PASSWORD@127.0.0.1:5432/NAME`` -> a fresh database NAME on the test server,
-  reached as the role ``app`` with its real password and port;
+- ``postgresql://app:PASSWORD@127.0.0.1:5432/NAME`` (or ``@localhost:5432``) -> a fresh database
+  NAME on the test server, reached as the role ``app`` with its real password and port;
 - ``/tmp/NAME`` -> a directory of the same name under the test's tmp_path (mapped back in the
   output);
 - ``s3://BUCKET`` -> a fresh bucket BUCKET on the test S3 server, whose endpoint and keys are in
@@ -29,14 +29,14 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.postgres import PgServer
+from tests.fixtures.postgres import APP_PASSWORD, APP_ROLE, PgServer
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ NORMALISATION: list[tuple[str, re.Pattern[str], str]] = [
     ("timestamp", re.compile(
         r"(?<!\d)\d{4}-?\d{2}-?\d{2}[T ]?\d{2}:?\d{2}:?\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
         r"(?!\d)"), "<time>"),
-    ("port", re.compile(r"(?<=127\.0\.0\.1:)\d+"), "<port>"),
+    ("port", re.compile(r"(?:(?<=127\.0\.0\.1:)|(?<=localhost:))\d+"), "<port>"),
     ("byte count", re.compile(r"(?<!\S)\d+(?= bytes\b)|(?<=\bbytes=)\d+"), "<n>"),
     ("transfer rate", re.compile(r"(?<=\bmbps=)[\d.]+"), "<n>"),
     # Revision ids (and their 8-character prefixes), plan hashes, sha256: hex with a digit.
@@ -60,7 +60,7 @@ NORMALISATION: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 _FENCE = re.compile(r"^(\s*)```\s*([\w-]*)")
-_DOC_URL = re.compile(r"postgresql://app:PASSWORD@127\.0\.0\.1:5432/(\w+)")
+_DOC_URL = re.compile(r"postgresql://app:PASSWORD@(127\.0\.0\.1|localhost):5432/(\w+)")
 _TMP_PATH = re.compile(r"/tmp/[\w.-]+")
 _BUCKET = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])")
 
@@ -128,16 +128,17 @@ def _steps(body: list[str], first: int) -> list[Step]:
     return steps
 
 
-def normalise(lines: list[str], fixed: set[str]) -> list[str]:
-    def one(line: str) -> str:
-        for name, pattern, placeholder in NORMALISATION:
-            if name == "hex id":
-                line = pattern.sub(lambda m: m[0] if m[0] in fixed else placeholder, line)
-            else:
-                line = pattern.sub(placeholder, line)
-        return line.rstrip()
+def _placeholder(text: str, fixed: set[str]) -> Callable[[re.Match[str]], str]:
+    return lambda match: match[0] if match[0] in fixed else text
 
-    result = [one(line) for line in lines]
+
+def normalise(lines: list[str], fixed: set[str]) -> list[str]:
+    """Each line with the varying parts replaced (except the fixed inputs), trailing blanks off."""
+    result = []
+    for line in lines:
+        for _, pattern, placeholder in NORMALISATION:
+            line = pattern.sub(_placeholder(placeholder, fixed), line)
+        result.append(line.rstrip())
     while result and not result[-1]:
         result.pop()
     return result
@@ -193,12 +194,13 @@ def _prepare(session: Session, pg_server: PgServer, tmp_path: Path,
              request: pytest.FixtureRequest) -> Iterator[Environment]:
     inputs = session.inputs()
     environment = Environment(env=_base_env())
-    databases = sorted(set(_DOC_URL.findall(inputs)))
+    databases = sorted({match[2] for match in _DOC_URL.finditer(inputs)})
     for name in databases:
         pg_server.drop_database(name)
         pg_server.create_database(name)
-        environment.forward[f"postgresql://app:PASSWORD@127.0.0.1:5432/{name}"] = \
-            pg_server.app_url(name)
+    for match in _DOC_URL.finditer(inputs):
+        environment.forward[match[0]] = \
+            f"postgresql://{APP_ROLE}:{APP_PASSWORD}@{match[1]}:{pg_server.port}/{match[2]}"
     for doc_path in sorted(set(_TMP_PATH.findall(inputs))):
         environment.forward[doc_path] = str(tmp_path / "doc" / Path(doc_path).name)
     (tmp_path / "doc").mkdir()

@@ -281,3 +281,30 @@ def test_a_backup_url_that_is_not_s3_is_refused_first(database_url: str, migrati
     assert run.result["reason"] == "InvalidInput"
     assert "s3://" in run.result["message"]
     assert tables(database_url) == set()
+
+
+def test_run_job_takes_its_options_from_the_environment_and_writes_the_termination_log(
+    database_url: str, migrations: Path, tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.fixtures.runner_cli import cli_env, parse_events
+
+    termination_log = tmp_path / "termination-log"
+    env = cli_env(extra={
+        "SCHEMASHIFT_DATABASE_URL": database_url, "SCHEMASHIFT_MIGRATIONS": str(migrations),
+        "SCHEMASHIFT_TARGET": "b2", "SCHEMASHIFT_LOCK_TIMEOUT": "2s",
+        "SCHEMASHIFT_TERMINATION_LOG": str(termination_log),
+    })
+
+    done = subprocess.run([sys.executable, "-m", "schemashift.cli", "run-job"],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(termination_log.read_text())
+    assert (result["outcome"], result["currentRevision"]) == ("Succeeded", "b2")
+    event = next(e for e in parse_events(done.stdout) if e["event"] == "result")
+    assert result == {k: v for k, v in event.items() if k not in ("event", "time")}
+    assert revision(database_url) == "b2"

@@ -164,3 +164,24 @@ def test_autocommit_leftovers_are_undone_by_the_backup(
     assert scalar(database_url, "SELECT count(*) FROM pg_indexes WHERE indexname = "
                                 "'ux_patients_name'") == 0
     assert scalar(database_url, "SELECT count(*) FROM patients") == 2
+
+
+def test_a_failing_pg_dump_migrates_nothing(
+    database_url: str, tmp_path: Path, pg_server: PgServer, s3_server: S3Server, s3_bucket: str
+) -> None:
+    migrations = write_history(tmp_path, HISTORY)
+    assert run_apply(database_url, migrations, "--target", "a1").exit_code == 0
+    database = database_url.rsplit("/", 1)[1]
+    with pg_server.admin(database) as admin:  # a table the app's role may not read
+        admin.execute("CREATE TABLE vault (secret text)")
+
+    run = run_apply(database_url, migrations, "--backup-url", f"s3://{s3_bucket}/app/",
+                    pg_bin_dir=pg_server.bin_dir, env=s3_server.env())
+
+    assert run.exit_code in (1, 3), run
+    assert run.result["outcome"] == "Failed"
+    assert "permission denied" in run.result["message"]
+    assert "Nothing was changed" in run.result["message"]
+    assert run.result["backup"] is None
+    assert revision(database_url) == "a1"
+    assert s3_server.client().list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0

@@ -9,6 +9,8 @@ from typing import Any, TextIO
 from schemashift import progress
 from schemashift.progress import Reporter, RunResult
 
+_FINAL_PHASES = ("Succeeded", "Failed", "RolledBack")
+
 
 class HumanReporter:
     """Local mode without --json: one short line per event; the failure itself on stderr."""
@@ -28,6 +30,8 @@ class HumanReporter:
 
     def _line(self, event: str, fields: dict[str, Any]) -> str | None:
         if event == "phase":
+            if fields.get("phase") in _FINAL_PHASES:
+                return None  # the result line that follows says it
             return f"[{fields.get('phase')}] {fields.get('message', '')}"
         if event == "plan":
             return _plan_lines(fields.get("plan") or {})
