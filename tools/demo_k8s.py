@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import psycopg
 import yaml
@@ -32,7 +32,6 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from schemashift.redact import redact  # noqa: E402
 from tests.e2e.operator_fixtures import (  # noqa: E402
     OPERATOR_NAMESPACE,
     OPERATOR_SA,
@@ -42,6 +41,8 @@ from tests.e2e.testbed import binaries  # noqa: E402
 from tests.e2e.testbed.controlplane import ControlPlane  # noqa: E402
 from tests.e2e.testbed.kubelet import ProcessKubelet  # noqa: E402
 
+from schemashift.redact import redact  # noqa: E402
+
 HMS_MIGRATIONS = REPO / "examples" / "hms" / "migrations"
 FIRST_REVISION = "6407aebfbb5e"
 NAMESPACE = "hms"
@@ -50,8 +51,11 @@ INSTALL = ("manifests/operator/00-namespace.yaml", "manifests/crd/",
            "manifests/rbac/operator.yaml", "manifests/rbac/migration-job.yaml")
 FINAL_PHASES = ("Succeeded", "Failed", "RolledBack")
 WATCH_TIMEOUT_S = 180.0
-CONDITIONS = ('{range .status.conditions[*]}{.type}{"\\t"}{.status}{"\\t"}{.reason}'
-              '{"\\t"}{.message}{"\\n"}{end}')
+CONDITIONS = ('jsonpath={range .status.conditions[*]}{.type}{"\\t"}{.status}{"\\t"}{.reason}'
+              '{"\\n"}{end}')
+MESSAGE = 'jsonpath={.status.message}{"\\n"}'
+OUTPUT_LINES = 8
+OUTPUT_WIDTH = 160
 PATIENTS = (("Ada Lovelace", "1815-12-10", "ada@example.org"),
             ("Alan Turing", "1912-06-23", None),
             ("Grace Hopper", "1906-12-09", "grace@example.org"))
@@ -126,14 +130,20 @@ class Cluster:
         self.custom = client.CustomObjectsApi(plane.admin_api())
         self.core = client.CoreV1Api(plane.admin_api())
 
-    def kubectl(self, *args: str, input: str | None = None, ok_codes: Sequence[int] = (0,),
-                shown: str | None = None) -> str:
-        command = "kubectl " + (shown or " ".join(shlex.quote(a) for a in args))
+    def kubectl(self, *args: str, input: str | None = None,
+                ok_codes: Sequence[int] = (0,)) -> str:
+        return self.run(["kubectl", *args], input=input, ok_codes=ok_codes)
+
+    def run(self, argv: Sequence[str], input: str | None = None,
+            ok_codes: Sequence[int] = (0,)) -> str:
+        """Run a client (kubectl, schemashift) as the cluster admin; show command and output."""
+        command = " ".join(shlex.quote(a) for a in argv)
         print(f"$ {self._safe(command)}", flush=True)
         if input is not None:
             show(input, "  | ")
-        proc = subprocess.run(["kubectl", *args], env=self.plane.env(), cwd=REPO, input=input,
-                              text=True, capture_output=True, timeout=120)
+        env = {k: v for k, v in self.plane.env().items() if not k.startswith("KUBERNETES_")}
+        proc = subprocess.run(list(argv), env=env, cwd=REPO, input=input, text=True,
+                              capture_output=True, timeout=120)
         show(self._safe(proc.stdout + proc.stderr))
         print(f"  (exit {proc.returncode})", flush=True)
         if proc.returncode not in ok_codes:
@@ -188,14 +198,16 @@ class Cluster:
         raise SystemExit(f"demo stopped: {name} not done after {WATCH_TIMEOUT_S:.0f}s "
                          f"(phase {status.get('phase')}: {status.get('message')})")
 
-    def job_output(self, job: str, lines: int = 12) -> None:
+    def job_output(self, job: str) -> None:
+        """The Job pod's output, which `kubectl logs` shows on a cluster (here: a file)."""
         pods = self.core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={job}").items
         for pod in pods:
             text = self.kubelet.pod_log(NAMESPACE, pod.metadata.name).splitlines()
-            print(f"  pod {pod.metadata.name}: its output (the process kubelet keeps it in a "
-                  f"file; on a cluster: kubectl -n {NAMESPACE} logs job/{job}), last {lines} "
-                  "lines:")
-            show(self._safe("\n".join(text[-lines:])), "  | ")
+            print(f"  `kubectl -n {NAMESPACE} logs job/{job}` on a cluster; the process kubelet "
+                  f"keeps it in a file (last {OUTPUT_LINES} lines, cut at {OUTPUT_WIDTH}):")
+            shortened = [line if len(line) <= OUTPUT_WIDTH else line[:OUTPUT_WIDTH - 1] + "…"
+                         for line in text[-OUTPUT_LINES:]]
+            show(self._safe("\n".join(shortened)), "  | ")
 
     def diagnostics(self) -> None:
         print("  --- diagnostics ---")
@@ -220,24 +232,31 @@ def kubernetes_story(pg: Postgres, store: ObjectStore, work: Path) -> None:
     try:
         found = binaries.locate()
     except binaries.BinariesMissing as exc:
-        print(f"  skipped: {exc}.\n  Build it once (Go modules, a few minutes), then rerun "
-              "the demo: `python tools/build_testbed.py`")
+        print(f"  skipped: {exc}\n  (it builds from Go modules once, in a few minutes; then "
+              "rerun this demo)")
         return
     if shutil.which("kubectl") is None:
-        print("  skipped: kubectl is not on PATH (`pip install -e '.[dev]'` provides it)")
+        print("  skipped: kubectl is not on PATH (`pip install -e '.[test]'` installs it)")
         return
-    with contextlib.ExitStack() as running:
-        try:
-            cluster = start_cluster(found, pg, work, running)
-            install(cluster, running)
-            database, url, bucket = prepare_application(cluster, pg, store, work)
-            history = work / "k8s-migrations"
-            release(cluster, history, store, bucket, database, url)
-            failed_release(cluster, history, store, bucket, url)
-            show_backups(store, bucket)
-        finally:
-            step("14. Shutting down the operator, the kubelet and the control plane")
-    print("  stopped")
+    started = time.monotonic()
+    try:
+        with contextlib.ExitStack() as running:
+            try:
+                cluster = start_cluster(found, pg, work, running)
+                install(cluster, running)
+                database, url, bucket = prepare_application(cluster, pg, store, work)
+                history = work / "k8s-migrations"
+                release(cluster, history, store, bucket, database, url)
+                failed_release(cluster, history, store, bucket, url)
+                show_backups(store, bucket)
+            finally:
+                step("14. Shutting down the operator, the kubelet and the control plane")
+                stopping = time.monotonic()
+    except KeyboardInterrupt:
+        # Everything started above is stopped by now; demo.py's finally stops the rest.
+        raise SystemExit("demo interrupted; everything it started is stopped") from None
+    print(f"  stopped in {time.monotonic() - stopping:.0f}s (the Kubernetes part took "
+          f"{time.monotonic() - started:.0f}s)")
 
 
 def start_cluster(found: binaries.Binaries, pg: Postgres, work: Path,
@@ -245,12 +264,12 @@ def start_cluster(found: binaries.Binaries, pg: Postgres, work: Path,
     print("  starting etcd, kube-apiserver (RBAC on) and kube-controller-manager ...",
           flush=True)
     plane = ControlPlane(work / "k8s", found)
-    plane.start()
     running.callback(plane.stop)
+    plane.start()
     # "The image's ENV": pg_dump/pg_restore matching the server, as the migration image ships.
     kubelet = ProcessKubelet(plane, extra_env={"SCHEMASHIFT_PG_BINDIR": str(pg.bin_dir)})
-    kubelet.start()
     running.callback(kubelet.stop)
+    kubelet.start()
     print(f"  API server {plane.server} ready in {plane.startup_seconds:.0f}s; process kubelet "
           f"running Job pods as local processes\n  export KUBECONFIG={plane.admin_kubeconfig}"
           "  # the cluster admin, for the kubectl commands below")
@@ -271,8 +290,8 @@ def install(cluster: Cluster, running: contextlib.ExitStack) -> None:
     print(f"$ KUBECONFIG={kubeconfig} schemashift operator --liveness "
           f"http://127.0.0.1:{operator.liveness_port}/healthz "
           f"--metrics-port {operator.metrics_port} &", flush=True)
-    operator.start()
     running.callback(operator.stop)
+    operator.start()
     cluster.operator = operator
     print(f"  operator live (log: {operator.log_file})")
 
@@ -348,24 +367,24 @@ def release(cluster: Cluster, history: Path, store: ObjectStore, bucket: str, da
     if final(status):
         raise SystemExit(f"demo stopped: {name} ended {status.get('phase')} before approval: "
                          f"{status.get('message')}")
+    cluster.kubectl("-n", NAMESPACE, "get", "smig", name, "-o", MESSAGE)
     cluster.kubectl("-n", NAMESPACE, "get", "smig", name, "-o",
-                    "jsonpath={.status.message}{'\\n'}{.status.plan.hash}{'\\n'}")
+                    'jsonpath={.status.plan.revisions}{"\\n"}{.status.plan.lint}{"\\n"}')
     plan_hash = str(status["plan"]["hash"])
-    cluster.kubectl(
-        "-n", NAMESPACE, "annotate", "smig", name, f"schemashift.io/approved={plan_hash}",
-        shown=f"-n {NAMESPACE} annotate smig {name} schemashift.io/approved=$(kubectl -n "
-              f"{NAMESPACE} get smig {name} -o jsonpath='{{.status.plan.hash}}')")
+    cluster.kubectl("-n", NAMESPACE, "annotate", "smig", name,
+                    f"schemashift.io/approved={plan_hash}")
     status = cluster.watch(name, final)
 
     step(f"11. {name}: status, conditions, events")
     cluster.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", f"smig/{name}",
                     "--timeout=60s", ok_codes=(0, 1))
     cluster.kubectl("-n", NAMESPACE, "get", "smig")
-    cluster.kubectl("-n", NAMESPACE, "get", "smig", name, "-o", f"jsonpath={CONDITIONS}")
+    cluster.run(["schemashift", "wait", name, "-n", NAMESPACE, "--timeout", "1m"])
+    cluster.kubectl("-n", NAMESPACE, "get", "smig", name, "-o", CONDITIONS)
+    cluster.kubectl("-n", NAMESPACE, "get", "smig", name, "-o", MESSAGE)
     cluster.kubectl("-n", NAMESPACE, "get", "smig", name, "-o",
-                    "jsonpath={.status.backup}{'\\n'}{.status.stages}{'\\n'}")
-    cluster.kubectl("-n", NAMESPACE, "get", "events", "--sort-by=.metadata.creationTimestamp",
-                    f"--field-selector=involvedObject.name={name}")
+                    'jsonpath={.status.backup}{"\\n"}{.status.stages}{"\\n"}')
+    events(cluster, name)
     cluster.kubectl("-n", NAMESPACE, "get", "jobs")
     cluster.job_output(str(status.get("jobName")))
     print(f"  database {database}: revision {revision(url)}, tables: {', '.join(tables(url))}")
@@ -389,14 +408,13 @@ def failed_release(cluster: Cluster, history: Path, store: ObjectStore, bucket: 
     step(f"13. {name}: status, conditions, events; the database is where it was")
     cluster.kubectl("-n", NAMESPACE, "wait", "--for=jsonpath={.status.phase}=RolledBack",
                     f"smig/{name}", "--timeout=60s", ok_codes=(0, 1))
-    cluster.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", f"smig/{name}",
-                    "--timeout=5s", ok_codes=(0, 1))
+    print("  What a Helm pre-upgrade hook runs: it fails, so the new app version is not rolled "
+          "out:")
+    cluster.run(["schemashift", "wait", name, "-n", NAMESPACE, "--timeout", "1m"], ok_codes=(1,))
     cluster.kubectl("-n", NAMESPACE, "get", "smig")
-    cluster.kubectl("-n", NAMESPACE, "get", "smig", name, "-o",
-                    "jsonpath={.status.message}{'\\n'}")
-    cluster.kubectl("-n", NAMESPACE, "get", "smig", name, "-o", f"jsonpath={CONDITIONS}")
-    cluster.kubectl("-n", NAMESPACE, "get", "events", "--sort-by=.metadata.creationTimestamp",
-                    f"--field-selector=involvedObject.name={name}")
+    cluster.kubectl("-n", NAMESPACE, "get", "smig", name, "-o", CONDITIONS)
+    cluster.kubectl("-n", NAMESPACE, "get", "smig", name, "-o", MESSAGE)
+    events(cluster, name)
     cluster.job_output(str(status.get("jobName")))
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT count(*) FROM patients").fetchone()
@@ -405,6 +423,12 @@ def failed_release(cluster: Cluster, history: Path, store: ObjectStore, bucket: 
     if status.get("phase") != "RolledBack":
         cluster.diagnostics()
         raise SystemExit(f"demo stopped: {name} ended {status.get('phase')}, not RolledBack")
+
+
+def events(cluster: Cluster, name: str) -> None:
+    # Event timestamps have whole seconds; the resourceVersion keeps their order within one.
+    cluster.kubectl("-n", NAMESPACE, "get", "events", "--sort-by=.metadata.resourceVersion",
+                    f"--field-selector=involvedObject.name={name}")
 
 
 def show_backups(store: ObjectStore, bucket: str) -> None:

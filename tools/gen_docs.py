@@ -288,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         paths = stale(outputs)
         for path in paths:
-            print(f"{path.relative_to(ROOT)} is stale: its source changed. "
-                  "Run `python tools/gen_docs.py` and commit the result.", file=sys.stderr)
+            state = "is stale (its source changed)" if path.exists() else "is missing"
+            print(f"{path.relative_to(ROOT)} {state}: run `python tools/gen_docs.py` and commit "
+                  "the result.", file=sys.stderr)
         return 1 if paths else 0
     for path, text in outputs.items():
         path.parent.mkdir(parents=True, exist_ok=True)

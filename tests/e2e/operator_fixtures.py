@@ -182,7 +182,7 @@ class Migrations:
 
     def wait_phase(self, name: str, *phases: str, timeout: float = 120) -> dict[str, Any]:
         return self.wait(name, lambda s: s.get("phase") in phases and s.get("step") in (
-            "done", "awaiting-approval"), timeout, f"in {phases}")
+            "done", "awaiting-approval", "invalid"), timeout, f"in {phases}")
 
     def events(self, name: str) -> list[tuple[str, str, str]]:
         found = self.core.list_namespaced_event(

@@ -235,6 +235,33 @@ def test_missing_secret_fails_without_a_job(
     assert migrations.events("app")[-1][:2] == ("Warning", reasons.SECRET_NOT_FOUND)
     assert migrations.jobs() == []
     assert runner_cli.revision(database_url) == "a1"
+    # Fixed spec, new generation, not Succeeded before: it runs now.
+    migrations.apply("app", spec(history))
+    status = migrations.wait("app", lambda s: s.get("observedGeneration") == 2 and s.get(
+        "step") == "done", 90, "generation 2 done")
+    assert status["phase"] == "Succeeded", status
+    assert runner_cli.revision(database_url) == "b2"
+
+
+def test_spec_change_during_a_run_does_not_alter_it(
+    migrations: Migrations, database_url: str, tmp_path: Path
+) -> None:
+    history = at_a1(database_url, tmp_path, [CREATE, slow(5)])
+    migrations.apply("app", spec(history))
+    migrations.wait("app", lambda s: s.get("step") == "apply", 30, "running")
+    migrations.apply("app", spec(history, target="a1"))
+    changed = migrations.wait("app", lambda s: any(
+        c["type"] == "SpecChanged" for c in s.get("conditions", [])), 30, "SpecChanged")
+    assert changed["step"] == "apply"
+    status = migrations.wait_phase("app", "Succeeded", "Failed", "RolledBack")
+    assert status["phase"] == "Succeeded" and status["currentRevision"] == "b2", status
+    assert runner_cli.revision(database_url) == "b2"
+    assert migrations.condition("app", "SpecChanged")["reason"] in (
+        reasons.SPEC_CHANGED_DURING_RUN, reasons.ALREADY_SUCCEEDED)
+    time.sleep(3)  # the operator had every chance to start generation 2: it must not
+    assert len(migrations.jobs()) == 1
+    assert runner_cli.revision(database_url) == "b2"
+    assert migrations.condition("app", "SpecChanged")["reason"] == reasons.ALREADY_SUCCEEDED
 
 
 def test_operator_killed_while_a_job_runs_converges(
@@ -286,3 +313,10 @@ def test_deadline_exceeded_fails_with_the_reason(
     assert migrations.events("app")[-1][:2] == ("Warning", reasons.DEADLINE_EXCEEDED)
     assert runner_cli.revision(database_url) == "a1"
     assert runner_cli.columns(database_url, "patients") == ["id", "name"]
+
+
+def test_the_rbac_of_manifests_was_enough(operator_process: OperatorProcess) -> None:
+    """Runs last: whatever the scenarios above made the operator do, it was never refused."""
+    log = operator_process.log_file.read_text(errors="replace")
+    assert "Forbidden" not in log and " 403" not in log and "status=403" not in log, [
+        line for line in log.splitlines() if "403" in line or "Forbidden" in line][:5]

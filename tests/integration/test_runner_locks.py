@@ -143,3 +143,44 @@ def test_two_runners_never_both_apply(database_url: str, tmp_path: Path) -> None
     assert revision(database_url) == "t3"
     assert scalar(database_url, "SELECT string_agg(revision, ',' ORDER BY revision) "
                                 "FROM applied_log") == "s2,t3"
+
+
+CONCURRENT_INDEX = Revision(
+    "x2", "index concurrently, if not exists",
+    """
+    with op.get_context().autocommit_block():
+        op.create_index("ix_patients_name", "patients", ["name"],
+                        postgresql_concurrently=True, if_not_exists=True)
+    """,
+    """
+    with op.get_context().autocommit_block():
+        op.drop_index("ix_patients_name", table_name="patients",
+                      postgresql_concurrently=True, if_exists=True)
+    """,
+)
+
+
+def test_an_interrupted_concurrent_index_is_caught_not_kept(
+    database_url: str, tmp_path: Path
+) -> None:
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, CONCURRENT_INDEX])
+    assert run_apply(database_url, migrations, "--target", "a1").exit_code == 0
+    writer = psycopg.connect(database_url)  # an open write transaction: CIC waits for it
+    writer.execute("UPDATE patients SET name = name WHERE id = 1")
+    try:
+        live = LiveRun(database_url, migrations, "--lock-timeout", "300ms",
+                       "--lock-retries", "30")
+        live.wait_for(lambda e: e["event"] == "lock_retry")
+    finally:
+        writer.close()
+    run = live.finish()
+
+    assert run.exit_code == 1, run
+    assert run.result["reason"] == "RolledBackByDowngrade", run
+    stage = run.result["stages"][0]
+    assert stage["state"] == "Failed"
+    assert "invalid index(es) public.ix_patients_name" in stage["message"]
+    assert run.result["undone"] == ["x2"]
+    assert revision(database_url) == "a1"
+    assert scalar(database_url, "SELECT count(*) FROM pg_indexes "
+                                "WHERE indexname = 'ix_patients_name'") == 0

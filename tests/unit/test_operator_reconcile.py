@@ -173,6 +173,11 @@ def test_missing_secret_fails_without_a_job(api: FakeApi, ctx: reconcile.Context
     assert api.condition("app", "Stalled")["reason"] == reasons.SECRET_NOT_FOUND
     assert api.events[-1][1:3] == ("Warning", reasons.SECRET_NOT_FOUND)
     assert api.created == []
+    run(ctx, "app")
+    assert len(api.events) == 1  # checked again, said once
+    api.secrets["nope"] = {"url"}  # created later: the migration runs, no spec change needed
+    run(ctx, "app")
+    assert api.status("app")["step"] == "apply" and len(api.created) == 1
 
 
 def test_missing_key_and_missing_image(api: FakeApi, ctx: reconcile.Context) -> None:
@@ -185,8 +190,8 @@ def test_missing_key_and_missing_image(api: FakeApi, ctx: reconcile.Context) -> 
     assert "AWS_ACCESS_KEY_ID" in api.status("key")["message"]
     assert api.condition("img", "Ready")["reason"] == reasons.IMAGE_NOT_SET
     assert api.created == []
-    run(reconcile.Context(api=api, job_image="default:1"), "img")  # generation unchanged
-    assert api.created == []
+    run(reconcile.Context(api=api, job_image="default:1"), "img")  # an operator default now
+    assert len(api.created) == 1
 
 
 def test_a_restarted_operator_adopts_the_job(api: FakeApi, ctx: reconcile.Context) -> None:
@@ -370,6 +375,8 @@ def test_succeeded_is_never_rerun(api: FakeApi, ctx: reconcile.Context) -> None:
     run(ctx, "app")
     assert len(api.created) == 1
     assert api.condition("app", "SpecChanged")["reason"] == reasons.ALREADY_SUCCEEDED
+    assert api.status("app")["observedGeneration"] == 2  # seen: timers stop
+    assert api.condition("app", "Ready")["status"] == "True"
 
 
 def test_deletion_while_running_stops_the_job(api: FakeApi, ctx: reconcile.Context) -> None:

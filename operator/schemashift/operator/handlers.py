@@ -22,7 +22,12 @@ def _ctx() -> reconcile.Context:
 def _unfinished(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
     """Timers only for resources with work left: a Job, a queue, an approval, a new spec."""
     observed = status.get("observedGeneration")
-    return status.get("step") != "done" or observed != meta.get("generation")
+    step = status.get("step")
+    return step not in ("done", "invalid") or observed != meta.get("generation")
+
+
+def _invalid(status: kopf.Status, **_: Any) -> bool:
+    return status.get("step") == "invalid"
 
 
 @kopf.on.resume(*RESOURCE)
@@ -34,6 +39,11 @@ async def on_change(namespace: str | None, name: str, **_: Any) -> None:
 
 @kopf.timer(*RESOURCE, interval=2.0, when=_unfinished)
 async def on_timer(namespace: str | None, name: str, **_: Any) -> None:
+    await reconcile.reconcile(_ctx(), str(namespace), name)
+
+
+@kopf.timer(*RESOURCE, interval=reconcile.INVALID_RECHECK_S, when=_invalid)
+async def on_recheck(namespace: str | None, name: str, **_: Any) -> None:
     await reconcile.reconcile(_ctx(), str(namespace), name)
 
 

@@ -21,6 +21,7 @@ from schemashift.kube import status as kstatus
 
 Body = Mapping[str, Any]
 RUNNING_STEPS = frozenset({"plan", "replan", "apply"})
+INVALID_RECHECK_S = 30.0  # the timer interval for resources whose Secret or image is missing
 log = logging.getLogger("schemashift.operator")
 
 
@@ -120,11 +121,11 @@ async def finalize(ctx: Context, namespace: str, name: str, poll_s: float = 0.2,
 
 async def _start(ctx: Context, body: Body) -> None:
     spec = resource.MigrationSpec.from_body(body["spec"])
-    problem, holder = await asyncio.gather(validate(ctx, body, spec),
-                                           database_holder(ctx, body, spec))
+    problem = await validate(ctx, body, spec)
     if problem is not None:
-        await _fail(ctx, body, *problem, fields=_fresh_fields())
+        await _invalid(ctx, body, *problem)
         return
+    holder = await database_holder(ctx, body, spec)  # a namespace list: only for valid ones
     if holder is not None:
         await _wait_for_database(ctx, body, spec, holder)
         return
@@ -390,16 +391,29 @@ async def _fail(ctx: Context, body: Body, reason: str, message: str,
     ctx.metrics.finished("Failed", _seconds(body.get("status") or {}), 0)
 
 
+async def _invalid(ctx: Context, body: Body, reason: str, message: str) -> None:
+    """Failed, and checked again now and then: creating the missing Secret is enough."""
+    status = body.get("status") or {}
+    message = f"{message} (checked again every {INVALID_RECHECK_S:.0f} s)"
+    if status.get("step") == "invalid" and status.get("message") == message:
+        return
+    await _set(ctx, body, "Failed", reason, message, {**_fresh_fields(), "step": "invalid"})
+    await ctx.api.event(body, "Warning", reason, message)
+    ctx.metrics.finished("Failed", None, 0)
+
+
 async def _note_spec_change(ctx: Context, body: Body, reason: str, message: str) -> None:
     status = body.get("status") or {}
     generation = int(body["metadata"].get("generation", 1))
     noted = conditions.find(status.get("conditions") or (), conditions.SPEC_CHANGED)
-    if noted and noted.get("observedGeneration") == generation:
+    if noted and (noted.get("observedGeneration"), noted.get("reason")) == (generation, reason):
         return
     merged = conditions.merge(status.get("conditions") or (), [
         conditions.Condition(conditions.SPEC_CHANGED, "True", reason, message)], generation)
-    await ctx.api.patch_status(body["metadata"]["namespace"], body["metadata"]["name"],
-                               {"conditions": merged})
+    patch: dict[str, Any] = {"conditions": merged}
+    if reason == reasons.ALREADY_SUCCEEDED:
+        patch["observedGeneration"] = generation  # seen, and deliberately not run
+    await ctx.api.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
     await ctx.api.event(body, "Normal", reason, message)
 
 

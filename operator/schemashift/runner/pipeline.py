@@ -23,11 +23,16 @@ from schemashift.runner import backup as backup_engine
 from schemashift.runner import lock, rollback
 from schemashift.runner.options import RunOptions, parse_duration
 from schemashift.runner.report import HumanReporter, local_reporter, write_termination_message
-from schemashift.runner.stages import LockRetriesExhausted, Migrator, describe
+from schemashift.runner.stages import (
+    LockRetriesExhausted,
+    Migrator,
+    describe,
+    invalid_indexes,
+)
 from schemashift.storage import s3
 
 if TYPE_CHECKING:
-    from schemashift.plan import Plan
+    from schemashift.plan import Plan, Stage
 
 __all__ = [
     "HumanReporter", "RunOptions", "apply", "local_reporter", "parse_duration",
@@ -273,7 +278,22 @@ class _Run:
                 raise _StageFailed(errors.MigrationFailed(
                     f"stage {stage.name} ended with the database at {self.current or 'base'} "
                     f"instead of {stage.target}"), status, before)
+            if before is not None:
+                self._check_indexes(migrator, stage, status, before, attempts.count)
             self._stage(status, "Succeeded", finishedAt=progress.now(), attempts=attempts.count)
+
+    def _check_indexes(self, migrator: Migrator, stage: Stage, status: StageStatus,
+                       before: frozenset[rollback.ObjectKey], attempts: int) -> None:
+        invalid = sorted(invalid_indexes(migrator.connection) - before)
+        if not invalid:
+            return
+        names = ", ".join(f"{schema}.{name}" for schema, name, _ in invalid)
+        message = (f"left the invalid index(es) {names}: a CREATE INDEX CONCURRENTLY was "
+                   "interrupted (an IF NOT EXISTS retry then skips it)")
+        self._stage(status, "Failed", finishedAt=progress.now(), attempts=attempts,
+                    message=message)
+        # The revision is stamped: its downgrade is the precise undo.
+        raise _StageFailed(errors.MigrationFailed(f"stage {stage.name} {message}"), status)
 
     def _verify(self, migrator: Migrator) -> None:
         self._phase("Verifying", f"checking the database is at {self.target_revision}")

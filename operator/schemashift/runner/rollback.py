@@ -113,8 +113,8 @@ class Rollback:
             return self._restore_outcome(note, applied)
         if not applied:
             return self._outcome("RolledBack", reasons.ROLLED_BACK_TRANSACTION,
-                                 "the failed stage's transaction was rolled back; nothing had "
-                                 "been committed", applied)
+                                 "the failed stage's transaction was rolled back and no "
+                                 "earlier stage of this run had been committed", applied)
         if policy == "none":
             return self._outcome("Failed", reasons.NOT_ROLLED_BACK,
                                  "rollback policy is none: left as it is", applied)

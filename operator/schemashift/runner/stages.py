@@ -185,6 +185,20 @@ class Migrator:
         )
 
 
+def invalid_indexes(connection: Connection) -> set[tuple[str, str, str]]:
+    """Indexes an interrupted CREATE INDEX CONCURRENTLY left behind: they slow every write and
+    serve no read, and a retried `IF NOT EXISTS` skips them silently."""
+    try:
+        rows = connection.execute(sa.text(
+            "SELECT n.nspname, c.relname, c.relkind::text FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid"
+        )).all()
+    finally:
+        connection.rollback()
+    return {(str(r[0]), str(r[1]), str(r[2])) for r in rows}
+
+
 def _quietly_rollback(connection: Connection) -> None:
     with suppress(DBAPIError):
         connection.rollback()
