@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -196,7 +197,7 @@ def main() -> None:
     parser.add_argument("--lock-timeout", default="500ms")
     args = parser.parse_args()
 
-    base = Path(tempfile.mkdtemp(prefix="schemashift-bench-"))
+    base = Path(tempfile.mkdtemp(prefix="schemashift-bench-locks-"))
     server, handle = start_embedded_server(base)
     try:
         app_url = f"postgresql://app:app-Secr3t-pw@{server.host}:{server.port}/"
@@ -205,6 +206,7 @@ def main() -> None:
                         for name in ("alembic", "schemashift")]
     finally:
         handle.cleanup()  # type: ignore[attr-defined]
+        shutil.rmtree(base, ignore_errors=True)
 
     print(f"load: {args.clients} clients, short UPDATE+SELECT transactions, app "
           f"statement_timeout {APP_STATEMENT_TIMEOUT}; long transaction "

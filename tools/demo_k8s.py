@@ -141,14 +141,17 @@ class Cluster:
         print(f"$ {self._safe(command)}", flush=True)
         if input is not None:
             show(input, "  | ")
-        env = {k: v for k, v in self.plane.env().items() if not k.startswith("KUBERNETES_")}
-        proc = subprocess.run(list(argv), env=env, cwd=REPO, input=input, text=True,
+        proc = subprocess.run(list(argv), env=self.env(), cwd=REPO, input=input, text=True,
                               capture_output=True, timeout=120)
         show(self._safe(proc.stdout + proc.stderr))
         print(f"  (exit {proc.returncode})", flush=True)
         if proc.returncode not in ok_codes:
             raise SystemExit(f"demo stopped: `{self._safe(command)}` exited {proc.returncode}")
         return proc.stdout
+
+    def env(self) -> dict[str, str]:
+        """A user's terminal: the admin kubeconfig, no in-cluster variables."""
+        return {k: v for k, v in self.plane.env().items() if not k.startswith("KUBERNETES_")}
 
     def apply(self, manifest: dict[str, Any]) -> None:
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest, sort_keys=False))
@@ -162,7 +165,7 @@ class Cluster:
         """`kubectl get smig NAME -w` until `until(status)`; identical updates printed once."""
         args = ["-n", NAMESPACE, "get", "smig", name, "-w"]
         print(f"$ kubectl {' '.join(args)}", flush=True)
-        proc = subprocess.Popen(["kubectl", *args], env=self.plane.env(), text=True,
+        proc = subprocess.Popen(["kubectl", *args], env=self.env(), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
         printer = threading.Thread(target=self._echo_changes, args=(proc.stdout,), daemon=True)
