@@ -51,7 +51,9 @@ from schemashift.runner import backup
 
 class Reporter:
     def emit(self, event, **fields):
-        print(json.dumps({"t": time.monotonic(), "event": event, **fields}), flush=True)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({"t": time.monotonic(), "event": event, "maxrss_kb": rss, **fields}),
+              flush=True)
 
 started = time.monotonic()
 status = backup.take_backup(sys.argv[1], sys.argv[2], from_revision=None, reporter=Reporter(),
@@ -104,6 +106,8 @@ def run_ours(url: str, backup_url: str, bin_dir: Path, env: dict[str, str]
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     end = events[-1]
     uploaded = next(e for e in events if e["event"] == "backup" and e["state"] == "Uploaded")
+    print(f"    our peak RSS once the upload completed: {uploaded['maxrss_kb'] / 1024:.0f} MB, "
+          f"at the end: {end['maxrss_kb'] / 1024:.0f} MB", flush=True)
     return (uploaded["t"] - end["started"], end["t"] - end["started"], end["size"],
             end["maxrss_kb"] / 1024, end["cpu"])
 

@@ -163,7 +163,7 @@ def memory(plane: ControlPlane, operator: support.OperatorProcess, namespace: st
     while time.monotonic() < deadline:
         items = custom.list_namespaced_custom_object(
             "schemashift.io", "v1alpha1", namespace, "schemamigrations")["items"]
-        done = sum((i.get("status") or {}).get("step") == "done" for i in items)
+        done = sum((i.get("status") or {}).get("step") in ("done", "invalid") for i in items)
         if done >= count:
             break
         time.sleep(1)

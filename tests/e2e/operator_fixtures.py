@@ -187,7 +187,9 @@ class Migrations:
     def events(self, name: str) -> list[tuple[str, str, str]]:
         found = self.core.list_namespaced_event(
             self.namespace, field_selector=f"involvedObject.name={name}").items
-        found.sort(key=lambda e: (e.first_timestamp or e.event_time, e.metadata.name))
+        # Timestamps have 1 s resolution; etcd's revision (resourceVersion) orders within one.
+        found.sort(key=lambda e: (e.first_timestamp or e.event_time,
+                                  int(e.metadata.resource_version)))
         return [(e.type, e.reason, e.message) for e in found]
 
     def jobs(self) -> list[dict[str, Any]]:

@@ -86,6 +86,7 @@ def take_backup(database_url: str, backup_url: str, *, from_revision: str | None
     store.check_access(destination)
     server_version_num = _server_version_num(database_url)
     pg_dump_version = check_pg_dump_version(server_version_num, pg_bin_dir)
+    find_pg_tool("pg_restore", pg_bin_dir)  # needed to verify: fail before dumping, not after
     database = db.parse_url(database_url).database or ""
     final = destination.child(backup_key(database, from_revision))
     partial = s3.S3Url(final.bucket, final.key + PARTIAL_SUFFIX)

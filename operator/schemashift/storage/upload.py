@@ -2,7 +2,7 @@
 
 Parts are read from the stream into memory one at a time, hashed (sha256 of the whole stream) and
 uploaded by a small thread pool while the next part is read, so the producer (pg_dump) rarely
-waits. At most UPLOAD_CONCURRENCY + 1 part buffers exist at once.
+waits. At most UPLOAD_CONCURRENCY + 1 part buffers exist at once, reused from part to part.
 
 Part sizes grow because S3 allows 10,000 parts per upload: 8 MiB parts alone stop at ~78 GiB.
 The size doubles every 1,000 parts (8 MiB for the first 8 GiB, 16 MiB up to 24 GiB, …) and is
@@ -70,11 +70,12 @@ class MultipartUpload:
         return cls(store, target, response["UploadId"])
 
     def send(self, stream: IO[bytes], on_progress: Callable[[int], None]) -> UploadedStream:
-        """Upload `stream` to its end; `on_progress(bytes_so_far)` is called every READ_CHUNK."""
+        """Upload `stream` to its end; `on_progress(bytes_so_far)` is called as data arrives."""
         hasher = hashlib.sha256()
         total = 0
         number = 0
-        pending: deque[Future[dict[str, Any]]] = deque()
+        buffers = _Buffers()
+        pending: deque[tuple[Future[dict[str, Any]], bytearray | None]] = deque()
         with ThreadPoolExecutor(UPLOAD_CONCURRENCY, thread_name_prefix="s3-part") as pool:
             try:
                 while True:
@@ -84,22 +85,32 @@ class MultipartUpload:
                             f"the dump is larger than {capacity() // MIB} MiB, the most one "
                             "multipart upload holds with these part sizes",
                             reason=reasons.BACKUP_FAILED)
-                    part = _read_part(stream, part_size(number), total, on_progress)
-                    if not part:
+                    buffer = buffers.take(part_size(number))
+                    filled = _read_into(stream, buffer, total, on_progress)
+                    if not filled:
                         break
-                    hasher.update(part)
-                    total += len(part)
+                    with memoryview(buffer) as view:
+                        hasher.update(view[:filled])
+                        # Only the last part is short: it alone is copied, and its buffer freed.
+                        body = buffer if filled == len(buffer) else bytearray(view[:filled])
+                    total += filled
                     while len(pending) >= UPLOAD_CONCURRENCY:
-                        self._parts.append(pending.popleft().result())
-                    pending.append(pool.submit(self._upload_part, number, part))
-                    del part
+                        self._collect(*pending.popleft(), buffers)
+                    pending.append((pool.submit(self._upload_part, number, body),
+                                    buffer if body is buffer else None))
                 while pending:
-                    self._parts.append(pending.popleft().result())
+                    self._collect(*pending.popleft(), buffers)
             except BaseException:
-                for future in pending:
+                for future, _ in pending:
                     future.cancel()
                 raise
         return UploadedStream(size=total, sha256=hasher.hexdigest(), parts=len(self._parts))
+
+    def _collect(self, future: Future[dict[str, Any]], buffer: bytearray | None,
+                 buffers: _Buffers) -> None:
+        self._parts.append(future.result())
+        if buffer is not None:
+            buffers.give(buffer)
 
     def _upload_part(self, number: int, body: bytearray) -> dict[str, Any]:
         response = self.store.client_call(
@@ -124,20 +135,33 @@ class MultipartUpload:
                 Bucket=self.target.bucket, Key=self.target.key, UploadId=self.upload_id)
 
 
-def _read_part(stream: IO[bytes], size: int, before: int,
-               on_progress: Callable[[int], None]) -> bytearray:
-    """Fill one part from the stream; shorter only at the end of the stream."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
+class _Buffers:
+    """Part buffers reused from part to part, so memory stays at the live buffers' size rather
+    than at whatever the allocator keeps after thousands of 8+ MiB allocations."""
+
+    def __init__(self) -> None:
+        self._free: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray:
+        while self._free:
+            buffer = self._free.pop()
+            if len(buffer) == size:
+                return buffer
+        return bytearray(size)
+
+    def give(self, buffer: bytearray) -> None:
+        self._free.append(buffer)
+
+
+def _read_into(stream: IO[bytes], buffer: bytearray, before: int,
+               on_progress: Callable[[int], None]) -> int:
+    """Fill the buffer from the stream; returns how much was read (less only at the end)."""
     filled = 0
-    try:
-        while filled < size:
+    with memoryview(buffer) as view:
+        while filled < len(buffer):
             got = stream.readinto(view[filled:filled + READ_CHUNK])  # type: ignore[attr-defined]
             if not got:
                 break
             filled += got
             on_progress(before + filled)
-    finally:
-        view.release()
-    del buffer[filled:]
-    return buffer
+    return filled
