@@ -85,6 +85,8 @@ def _runner_options(func: F) -> F:
                      help="How long to wait for another migration's lock on this database."),
         click.option("--verify-models", is_flag=True, envvar="SCHEMASHIFT_VERIFY_MODELS",
                      help="After migrating, fail if the database still differs from the models."),
+        click.option("--expect-plan-hash", envvar="SCHEMASHIFT_EXPECT_PLAN_HASH",
+                     help="Refuse to change anything unless the plan has this hash (approval)."),
     ]
     for option in reversed(options):
         func = option(func)

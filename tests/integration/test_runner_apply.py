@@ -308,3 +308,29 @@ def test_run_job_takes_its_options_from_the_environment_and_writes_the_terminati
     event = next(e for e in parse_events(done.stdout) if e["event"] == "result")
     assert result == {k: v for k, v in event.items() if k not in ("event", "time")}
     assert revision(database_url) == "b2"
+
+
+def test_an_approved_plan_hash_that_no_longer_matches_changes_nothing(
+    database_url: str, migrations: Path
+) -> None:
+    approved = run_apply(database_url, migrations, "--dry-run").result["planHash"]
+    # The database moves after the approval: the same target now means a different plan.
+    assert run_apply(database_url, migrations, "--target", "a1").exit_code == 0
+
+    stale = run_apply(database_url, migrations, "--expect-plan-hash", approved)
+
+    assert stale.exit_code == 2, stale
+    assert stale.result["reason"] == "PlanStale"
+    assert approved in stale.result["message"]
+    assert revision(database_url) == "a1"
+    assert columns(database_url, "patients") == ["id", "name"]
+
+
+def test_the_approved_plan_hash_lets_the_run_proceed(database_url: str, migrations: Path) -> None:
+    approved = run_apply(database_url, migrations, "--dry-run").result["planHash"]
+
+    run = run_apply(database_url, migrations, "--expect-plan-hash", approved)
+
+    assert run.exit_code == 0, run
+    assert run.result["planHash"] == approved
+    assert revision(database_url) == "c3"

@@ -129,3 +129,17 @@ def test_run_job_reads_the_options_from_the_env(
     assert params["allow"] == ("add-column-default", "drop-column")
     assert str(params["termination_log"]) == "/dev/termination-log"
     assert env(job)["AWS_ENDPOINT_URL"] == "http://seaweedfs:8333"
+
+
+@pytest.mark.parametrize("purpose,expected", [("apply", "abc123"), ("plan", None),
+                                              ("replan", None)])
+def test_only_the_apply_job_is_bound_to_the_approved_plan(
+    monkeypatch: pytest.MonkeyPatch, purpose: jobspec.Purpose, expected: str | None
+) -> None:
+    job = jobspec.build_job(body(), "img", purpose, expected_plan_hash="abc123")
+    assert env(job).get("SCHEMASHIFT_EXPECT_PLAN_HASH") == expected
+    for name, value in env(job).items():
+        if name.startswith("SCHEMASHIFT_") and isinstance(value, str):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SCHEMASHIFT_DATABASE_URL", "postgresql+psycopg://u:p@h/db")
+    assert cli.run_job.make_context("run-job", []).params["expect_plan_hash"] == expected

@@ -47,7 +47,8 @@ def owner_reference(body: resource.Body) -> dict[str, Any]:
     }
 
 
-def job_env(spec: resource.MigrationSpec, ref: str, purpose: Purpose) -> list[dict[str, Any]]:
+def job_env(spec: resource.MigrationSpec, ref: str, purpose: Purpose,
+            expected_plan_hash: str | None = None) -> list[dict[str, Any]]:
     """Options of `schemashift run-job`, by the environment variables it reads."""
     plain = {
         "SCHEMASHIFT_RESOURCE": ref,
@@ -64,6 +65,8 @@ def job_env(spec: resource.MigrationSpec, ref: str, purpose: Purpose) -> list[di
         "HOME": "/tmp",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+    if expected_plan_hash and purpose == "apply":
+        plain["SCHEMASHIFT_EXPECT_PLAN_HASH"] = expected_plan_hash
     if spec.allow:
         plain["SCHEMASHIFT_ALLOW"] = " ".join(spec.allow)  # click splits a multiple option's env
     if spec.backup_enabled:
@@ -78,14 +81,15 @@ def job_env(spec: resource.MigrationSpec, ref: str, purpose: Purpose) -> list[di
 
 
 def container(
-    spec: resource.MigrationSpec, image: str, ref: str, purpose: Purpose
+    spec: resource.MigrationSpec, image: str, ref: str, purpose: Purpose,
+    expected_plan_hash: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["schemashift", "run-job"],
-        "env": job_env(spec, ref, purpose),
+        "env": job_env(spec, ref, purpose, expected_plan_hash),
         "resources": dict(spec.resources) or dict(DEFAULT_RESOURCES),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -104,7 +108,8 @@ def container(
 
 
 def build_job(
-    body: resource.Body, image: str, purpose: Purpose, seq: int = 0
+    body: resource.Body, image: str, purpose: Purpose, seq: int = 0,
+    expected_plan_hash: str | None = None,
 ) -> dict[str, Any]:
     """The Job for one step (plan, replan or apply) of a SchemaMigration's current generation."""
     meta = body["metadata"]
@@ -123,7 +128,7 @@ def build_job(
         "automountServiceAccountToken": True,  # the runner reports progress to the resource
         "enableServiceLinks": False,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [container(spec, image, resource.ref(body), purpose)],
+        "containers": [container(spec, image, resource.ref(body), purpose, expected_plan_hash)],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
     if spec.node_selector:

@@ -189,7 +189,10 @@ async def _launch(ctx: Context, body: Body, spec: resource.MigrationSpec,
                   purpose: jobspec.Purpose, extra: Mapping[str, Any] | None = None) -> None:
     status = body.get("status") or {}
     seq = int((extra or {}).get("jobSeq", status.get("jobSeq", 0)))
-    job = jobspec.build_job(body, spec.image or ctx.job_image or "", purpose, seq)
+    # The apply Job re-plans under the migration lock and refuses a plan other than the approved.
+    approved = (extra or {}).get("approvedHash", status.get("approvedHash"))
+    expected = approved if spec.approval_required else None
+    job = jobspec.build_job(body, spec.image or ctx.job_image or "", purpose, seq, expected)
     name = job["metadata"]["name"]
     created = await ctx.api.create_job(job)
     doing = {"plan": "plan", "replan": "re-plan (the database may have moved)",
@@ -199,9 +202,11 @@ async def _launch(ctx: Context, body: Body, spec: resource.MigrationSpec,
               "announcedPhase": "Planning"}
     if purpose != "replan":
         fields["startedAt"] = progress.now()
-    await _set(ctx, body, "Planning", reasons.JOB_CREATED, message, fields)
+    # The event goes first: a restart after the status patch must find it posted, and a
+    # restart before it finds the Job (409) and the status still unset, and announces nothing twice.
     if created:
         await ctx.api.event(body, "Normal", reasons.JOB_CREATED, message)
+    await _set(ctx, body, "Planning", reasons.JOB_CREATED, message, fields)
 
 
 async def _track_job(ctx: Context, body: Body) -> None:

@@ -52,6 +52,7 @@ class RunOptions:
     allow: tuple[str, ...] = ()
     lock_wait: str = "60s"
     verify_models: bool = False
+    expect_plan_hash: str | None = None
 
     def __post_init__(self) -> None:
         # Every bad option is refused before anything connects.

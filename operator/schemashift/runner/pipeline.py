@@ -221,6 +221,15 @@ class _Run:
         self.stages = [StageStatus(name=s.name, revision=s.target) for s in the_plan.stages]
 
     def _gate(self, the_plan: Plan) -> None:
+        expected = self.options.expect_plan_hash
+        if expected and expected != the_plan.hash:
+            raise errors.PolicyRefused(
+                f"the plan is {the_plan.hash}, not the approved {expected}: the database "
+                f"(now at {the_plan.from_revision or 'base'}) or the migrations changed since "
+                "the plan was approved; nothing was changed",
+                hint="review the new plan (schemashift plan) and approve its hash",
+                reason=reasons.PLAN_STALE,
+            )
         if the_plan.is_empty and the_plan.from_revision != the_plan.target_revision:
             raise errors.PolicyRefused(
                 f"the database is at {the_plan.from_revision or 'base'}, not behind the target "
