@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -188,6 +189,7 @@ def main() -> None:
     finally:
         s3.stop_seaweedfs(weed)
         handle.cleanup()  # type: ignore[attr-defined]
+        shutil.rmtree(base, ignore_errors=True)  # gigabytes of generated data
 
 
 if __name__ == "__main__":

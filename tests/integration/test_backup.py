@@ -140,6 +140,38 @@ def test_backup_then_restore_into_an_empty_database_gives_the_same_database(
         pg_server.drop_database(copy)
 
 
+def test_an_empty_database_backs_up_and_restores(
+    pg_server: PgServer, s3_env: dict[str, str], s3_bucket: str, database_url: str,
+) -> None:
+    status = take(database_url, s3_bucket, pg_server.bin_dir, revision=None)
+    assert status.verified and status.sizeBytes > 0
+    copy = pg_server.create_database()
+    try:
+        backup.restore_backup(pg_server.app_url(copy), status.url, clean=False, jobs=1,
+                              reporter=Events(), pg_bin_dir=pg_server.bin_dir)
+        assert snapshot(pg_server.app_url(copy), pg_server.bin_dir)["tables"] == {}
+    finally:
+        pg_server.drop_database(copy)
+
+
+def test_verification_rejects_an_object_pg_restore_cannot_parse(
+    pg_server: PgServer, s3_env: dict[str, str], s3_bucket: str,
+) -> None:
+    import io
+
+    from schemashift.storage import upload
+
+    store = s3.ObjectStore.from_environment()
+    partial = s3.S3Url(s3_bucket, "app/db/x.dump.partial")
+    multipart = upload.MultipartUpload.begin(store, partial, {})
+    sent = multipart.send(io.BytesIO(b"not a pg_dump archive" * 1000), lambda _: None)
+    multipart.complete()
+    with pytest.raises(errors.MigrationFailed) as caught:
+        backup._verify(store, partial, sent, pg_server.bin_dir)
+    assert caught.value.reason == reasons.BACKUP_VERIFY_FAILED
+    assert "pg_restore --list cannot parse it" in str(caught.value)
+
+
 def _damage(url: str) -> None:
     populate(url, """
         DELETE FROM visits WHERE id % 3 = 0;

@@ -42,8 +42,6 @@ def test_backup_is_verified_before_any_change(
     assert revision(database_url) == "c3"
 
 
-@pytest.mark.xfail(strict=True, reason="the backup engine refuses the dump of an empty database "
-                   "('empty TOC'), so a first production deploy onto a fresh database fails")
 def test_first_deploy_onto_an_empty_database_with_a_backup(
     database_url: str, tmp_path: Path, pg_server: PgServer, s3_server: S3Server, s3_bucket: str
 ) -> None:
