@@ -26,29 +26,6 @@ from tests.fixtures import postgres, s3  # noqa: E402  (the repository root is a
 
 HMS = REPO / "examples" / "hms"
 FIRST_REVISION = "6407aebfbb5e"
-FAILING_REVISION = '''"""add a ward code that the data cannot satisfy
-
-Revision ID: {rev}
-Revises: {down}
-"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "{rev}"
-down_revision = "{down}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.add_column("hospital_settings", sa.Column("ward_code", sa.String(8), nullable=True))
-    op.execute("UPDATE hospital_settings SET ward_code = 'W-' || key")
-    raise RuntimeError("ward codes must come from the admissions system, not from key")
-
-
-def downgrade() -> None:
-    op.drop_column("hospital_settings", "ward_code")
-'''
 
 
 def step(title: str) -> None:
@@ -117,8 +94,7 @@ def local_story(pg: postgres.PgServer, store: s3.S3Server, work: Path) -> None:
 
     step("6. A migration that fails half-way is rolled back")
     down = database_revision(pg, database)
-    (history / "versions" / "29991231000000_badc0ffee000_ward_code.py").write_text(
-        FAILING_REVISION.format(rev="badc0ffee000", down=down))
+    run([sys.executable, str(HMS / "add_failing_revision.py"), str(history)], env)
     run(["schemashift", "apply", "--env", "production", "--backup-url", backup_url,
          "--lint", "warn"], env, ok_codes=(1,))
     with pg.admin(database) as conn:
