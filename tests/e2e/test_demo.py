@@ -30,5 +30,5 @@ def test_the_demo_tells_the_whole_story() -> None:
         "hms-release-43   RolledBack",
         "Demo finished.",
     ):
-        assert milestone in output, f"{milestone!r} missing from the demo's output:\n{output[-4000:]}"
+        assert milestone in output, f"{milestone!r} missing:\n{output[-4000:]}"
     assert APP_PASSWORD not in output
