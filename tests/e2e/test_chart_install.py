@@ -60,6 +60,14 @@ def run_helm(
     )
 
 
+def run_hook_chart(
+    plane: ControlPlane, helm: str, command: str, release: str, ns: str, **values: str
+) -> subprocess.CompletedProcess[str]:
+    """`helm install|upgrade` of the hook chart, waiting for its hooks like a deploy does."""
+    return run_helm(plane, helm, command, release, str(HOOK), "-n", ns, *hook_values(**values),
+                    "--wait", "--timeout", "5m")
+
+
 def template(helm: str, chart: Path, release: str, namespace: str, *args: str) -> str:
     result = subprocess.run(
         [helm, "template", release, str(chart), "-n", namespace, *args],
@@ -227,19 +235,7 @@ def test_hook_blocks_install_and_upgrade_until_the_migration_succeeded(
     control_plane: ControlPlane, helm: str, migrations: Migrations, database_url: str
 ) -> None:
     ns = migrations.namespace
-    installed = run_helm(
-        control_plane,
-        helm,
-        "install",
-        "hms",
-        str(HOOK),
-        "-n",
-        ns,
-        *hook_values(),
-        "--wait",
-        "--timeout",
-        "5m",
-    )
+    installed = run_hook_chart(control_plane, helm, "install", "hms", ns)
     assert installed.returncode == 0, installed.stderr + "\n" + str(migrations.jobs())
     first = migrations.status("hms-r1")
     assert first["phase"] == "Succeeded", first
@@ -247,19 +243,7 @@ def test_hook_blocks_install_and_upgrade_until_the_migration_succeeded(
     # hook-succeeded removed the waiter Job and the hook RBAC; the SchemaMigration stays.
     assert not [j for j in migrations.jobs() if j["name"] == "hms-schemashift-wait"]
 
-    upgraded = run_helm(
-        control_plane,
-        helm,
-        "upgrade",
-        "hms",
-        str(HOOK),
-        "-n",
-        ns,
-        *hook_values(),
-        "--wait",
-        "--timeout",
-        "5m",
-    )
+    upgraded = run_hook_chart(control_plane, helm, "upgrade", "hms", ns)
     assert upgraded.returncode == 0, upgraded.stderr
     assert migrations.status("hms-r2")["phase"] == "Succeeded"
     assert migrations.status("hms-r1")["phase"] == "Succeeded"  # the record of the first run
@@ -269,23 +253,10 @@ def test_hook_fails_the_release_when_the_migration_fails(
     control_plane: ControlPlane, helm: str, migrations: Migrations
 ) -> None:
     ns = migrations.namespace
-    result = run_helm(
-        control_plane,
-        helm,
-        "install",
-        "broken",
-        str(HOOK),
-        "-n",
-        ns,
-        *hook_values(
-            **{
-                "migration.spec.database.urlSecretRef.name": "no-such-db",
-                "secrets.checkExisting": "false",
-            }
-        ),
-        "--wait",
-        "--timeout",
-        "5m",
+    result = run_hook_chart(
+        control_plane, helm, "install", "broken", ns,
+        **{"migration.spec.database.urlSecretRef.name": "no-such-db",
+           "secrets.checkExisting": "false"},
     )
     assert result.returncode != 0
     assert "broken-schemashift-wait" in result.stderr, result.stderr
@@ -397,19 +368,7 @@ def test_upgrade_fails_and_app_is_not_rolled_out_when_the_migration_rolls_back(
     tmp_path: Path,
 ) -> None:
     ns = migrations.namespace
-    installed = run_helm(
-        control_plane,
-        helm,
-        "install",
-        "hms",
-        str(HOOK),
-        "-n",
-        ns,
-        *hook_values(),
-        "--wait",
-        "--timeout",
-        "5m",
-    )
+    installed = run_hook_chart(control_plane, helm, "install", "hms", ns)
     assert installed.returncode == 0, installed.stderr
     good = database_revision(database_url)
 
@@ -418,23 +377,10 @@ def test_upgrade_fails_and_app_is_not_rolled_out_when_the_migration_rolls_back(
     (app / "migrations" / "versions" / "b0rken000001_breaks.py").write_text(
         BROKEN_REVISION.replace("DOWN_REVISION", repr(good))
     )
-    upgraded = run_helm(
-        control_plane,
-        helm,
-        "upgrade",
-        "hms",
-        str(HOOK),
-        "-n",
-        ns,
-        *hook_values(
-            **{
-                "migration.spec.migrations.scriptLocation": str(app / "migrations"),
-                "migration.spec.safety.lint": "warn",
-            }
-        ),
-        "--wait",
-        "--timeout",
-        "5m",
+    upgraded = run_hook_chart(
+        control_plane, helm, "upgrade", "hms", ns,
+        **{"migration.spec.migrations.scriptLocation": str(app / "migrations"),
+           "migration.spec.safety.lint": "warn"},
     )
     assert upgraded.returncode != 0
     assert "hms-schemashift-wait" in upgraded.stderr, upgraded.stderr
