@@ -9,9 +9,15 @@ import psycopg
 import pytest
 
 from tests.fixtures.histories import Revision, write_history
-from tests.fixtures.runner_cli import LiveRun, revision, run_apply, tables
+from tests.fixtures.runner_cli import (
+    LiveRun,
+    revision,
+    run_apply,
+    tables,
+    wait_inside_stage,
+    wait_until,
+)
 from tests.integration.test_runner_apply import ADD_EMAIL, CREATE_PATIENTS
-from tests.integration.test_runner_locks import _wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,18 +52,14 @@ def test_killed_runner_leaves_one_revision_and_a_rerun_continues(
     live = LiveRun(database_url, migrations, "--lock-timeout", "60s")
     try:
         if when == "mid-stage":
-            live.wait_for(lambda e: e["event"] == "stage" and e["revision"] == "c3"
-                          and e["state"] == "Running")
-            _wait_until(lambda: gate.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            ).fetchone() == (1,), "the runner to wait inside c3")
+            wait_inside_stage(live, gate, "c3")
         else:
             live.wait_for(lambda e: e["event"] == "stage" and e["revision"] == "b2"
                           and e["state"] == "Succeeded")
         live.kill()
         # The killed client's backend notices only when it next talks to it: let it go on.
         gate.execute("SELECT pg_advisory_unlock(515151)")
-        _wait_until(lambda: _no_migration_sessions(gate), "the killed sessions to end")
+        wait_until(lambda: _no_migration_sessions(gate), "the killed sessions to end")
     finally:
         gate.close()
 
@@ -83,11 +85,7 @@ def test_sigterm_mid_stage_rolls_back_and_still_reports(
     gate.execute("SELECT pg_advisory_lock(515151)")
     live = LiveRun(database_url, migrations, "--lock-timeout", "60s")
     try:
-        live.wait_for(lambda e: e["event"] == "stage" and e["revision"] == "c3"
-                      and e["state"] == "Running")
-        _wait_until(lambda: gate.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        ).fetchone() == (1,), "the runner to wait inside c3")
+        wait_inside_stage(live, gate, "c3")
         live.process.send_signal(signal.SIGTERM)
         run = live.finish()
     finally:

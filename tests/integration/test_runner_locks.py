@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +9,15 @@ import psycopg
 import pytest
 
 from tests.fixtures.histories import Revision, write_history
-from tests.fixtures.runner_cli import LiveRun, columns, revision, run_apply, scalar, tables
+from tests.fixtures.runner_cli import (
+    LiveRun,
+    columns,
+    revision,
+    run_apply,
+    scalar,
+    tables,
+    wait_inside_stage,
+)
 from tests.integration.test_runner_apply import CREATE_PATIENTS
 
 pytestmark = pytest.mark.integration
@@ -102,24 +109,13 @@ LOG_AGAIN = Revision("t3", "log again", "op.execute(\"INSERT INTO applied_log VA
                      "op.execute(\"DELETE FROM applied_log WHERE revision = 't3'\")")
 
 
-def _wait_until(condition: object, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_two_runners_never_both_apply(database_url: str, tmp_path: Path) -> None:
     migrations = write_history(tmp_path, [CREATE_PATIENTS, APPLY_LOG, LOG_AGAIN])
     gate = psycopg.connect(database_url, autocommit=True)
     gate.execute("SELECT pg_advisory_lock(424242)")
     first = LiveRun(database_url, migrations, "--lock-timeout", "60s")
     try:
-        first.wait_for(lambda e: e["event"] == "stage" and e["revision"] == "s2"
-                       and e["state"] == "Running")
-        _wait_until(lambda: gate.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        ).fetchone() == (1,), "the first runner to wait inside s2")
+        wait_inside_stage(first, gate, "s2")
         holder_pid = gate.execute(
             "SELECT pid FROM pg_stat_activity WHERE application_name = "
             "'schemashift-migration-lock' AND datname = current_database()").fetchone()
