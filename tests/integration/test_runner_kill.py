@@ -3,6 +3,8 @@ rerun continues from there (transactional DDL, the lock dies with its session)."
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -35,6 +37,20 @@ LAST = Revision("d4", "create rooms",
                 'op.drop_table("rooms")')
 
 
+@contextlib.contextmanager
+def _run_held_in_c3(
+    database_url: str, tmp_path: Path
+) -> Iterator[tuple[Path, psycopg.Connection[tuple[object, ...]], LiveRun]]:
+    """A live `apply` of four revisions whose third waits on the advisory lock `gate` holds."""
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, WAITS, LAST])
+    gate = psycopg.connect(database_url, autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(515151)")
+    try:
+        yield migrations, gate, LiveRun(database_url, migrations, "--lock-timeout", "60s")
+    finally:
+        gate.close()
+
+
 def _no_migration_sessions(gate: psycopg.Connection[tuple[object, ...]]) -> bool:
     row = gate.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
@@ -46,11 +62,7 @@ def _no_migration_sessions(gate: psycopg.Connection[tuple[object, ...]]) -> bool
 def test_killed_runner_leaves_one_revision_and_a_rerun_continues(
     database_url: str, tmp_path: Path, when: str
 ) -> None:
-    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, WAITS, LAST])
-    gate = psycopg.connect(database_url, autocommit=True)
-    gate.execute("SELECT pg_advisory_lock(515151)")
-    live = LiveRun(database_url, migrations, "--lock-timeout", "60s")
-    try:
+    with _run_held_in_c3(database_url, tmp_path) as (migrations, gate, live):
         if when == "mid-stage":
             wait_inside_stage(live, gate, "c3")
         else:
@@ -60,8 +72,6 @@ def test_killed_runner_leaves_one_revision_and_a_rerun_continues(
         # The killed client's backend notices only when it next talks to it: let it go on.
         gate.execute("SELECT pg_advisory_unlock(515151)")
         wait_until(lambda: _no_migration_sessions(gate), "the killed sessions to end")
-    finally:
-        gate.close()
 
     assert revision(database_url) == "b2"
     assert tables(database_url) == {"alembic_version", "patients"}
@@ -80,16 +90,10 @@ def test_sigterm_mid_stage_rolls_back_and_still_reports(
 ) -> None:
     import signal
 
-    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, WAITS, LAST])
-    gate = psycopg.connect(database_url, autocommit=True)
-    gate.execute("SELECT pg_advisory_lock(515151)")
-    live = LiveRun(database_url, migrations, "--lock-timeout", "60s")
-    try:
+    with _run_held_in_c3(database_url, tmp_path) as (_, gate, live):
         wait_inside_stage(live, gate, "c3")
         live.process.send_signal(signal.SIGTERM)
         run = live.finish()
-    finally:
-        gate.close()
 
     assert run.exit_code == 1, run
     result = run.result
@@ -103,11 +107,7 @@ def test_sigterm_mid_stage_rolls_back_and_still_reports(
 def test_losing_the_migration_lock_stops_before_the_next_stage(
     database_url: str, tmp_path: Path
 ) -> None:
-    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, WAITS, LAST])
-    gate = psycopg.connect(database_url, autocommit=True)
-    gate.execute("SELECT pg_advisory_lock(515151)")
-    live = LiveRun(database_url, migrations, "--lock-timeout", "60s")
-    try:
+    with _run_held_in_c3(database_url, tmp_path) as (_, gate, live):
         live.wait_for(lambda e: e["event"] == "stage" and e["revision"] == "c3"
                       and e["state"] == "Running")
         gate.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
@@ -115,8 +115,6 @@ def test_losing_the_migration_lock_stops_before_the_next_stage(
                      "AND datname = current_database()")
         gate.execute("SELECT pg_advisory_unlock(515151)")
         run = live.finish()
-    finally:
-        gate.close()
 
     assert run.exit_code == 1, run
     result = run.result
