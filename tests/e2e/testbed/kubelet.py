@@ -59,7 +59,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -665,26 +665,29 @@ class ProcessKubelet:
         return None  # resourceFieldRef: resources are not modelled
 
     def _secret_data(self, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
-        try:
-            secret = self._core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404 and optional:
-                return None
-            if exc.status == 404:
-                raise EnvError(f'secret "{name}" not found') from exc
-            raise
+        secret = self._read_source(self._core.read_namespaced_secret, "secret", namespace, name,
+                                   optional)
+        if secret is None:
+            return None
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
     def _config_map_data(self, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
+        config_map = self._read_source(self._core.read_namespaced_config_map, "configmap",
+                                       namespace, name, optional)
+        return None if config_map is None else dict(config_map.data or {})
+
+    @staticmethod
+    def _read_source(read: Callable[[str, str], Any], kind: str, namespace: str, name: str,
+                     optional: bool) -> Any:
+        """A Secret or ConfigMap an env var refers to; None when it is missing but optional."""
         try:
-            config_map = self._core.read_namespaced_config_map(name, namespace)
+            return read(name, namespace)
         except ApiException as exc:
             if exc.status == 404 and optional:
                 return None
             if exc.status == 404:
-                raise EnvError(f'configmap "{name}" not found') from exc
+                raise EnvError(f'{kind} "{name}" not found') from exc
             raise
-        return dict(config_map.data or {})
 
     # -- service account token and mounts ----------------------------------------------------------
 
