@@ -40,11 +40,6 @@ def safe_url(url: str | URL) -> str:
         return redact.redact(str(url))
 
 
-def libpq_url(url: str) -> str:
-    """The URL as libpq tools (pg_dump, pg_restore, psql) accept it."""
-    return parse_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def make_engine(url: str) -> Engine:
     return sa.create_engine(
         parse_url(url),
