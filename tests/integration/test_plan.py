@@ -302,7 +302,12 @@ def test_partial_target_and_already_at_target(
     behind = plan_for(engine, directory, database_url, "r1")
     for plan in (at_head, behind):
         assert plan.is_empty and plan.stages == [] and plan.from_revision == "r2"
-        assert "already at the target" in plan.to_text()
+    assert "already at the target" in at_head.to_text()
+    assert "already at the target" not in behind.to_text()
+    assert "past the target r1; plan and apply only upgrade" in behind.to_text()
+    at_base = plan_for(engine, directory, database_url, "base")
+    assert at_base.is_empty and at_base.target_revision is None
+    assert "past the target base" in at_base.to_text()
 
 
 def test_hash_is_stable_and_changes_when_the_database_moves(

@@ -8,7 +8,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 
 from schemashift import db, errors, reasons, scripts
-from schemashift.plan import integrity, lint, render
+from schemashift.plan import integrity, lint, live, render, walk
 from schemashift.plan.model import Plan, RevisionInfo, Stage, plan_hash
 from schemashift.project import Project
 
@@ -44,6 +44,7 @@ def build_plan_for(
         to_apply = revisions_between(script, current, target_revision)
         rendered = render.render_revisions(config, script, to_apply, current)
         checks = integrity.run_checks(conn, rendered, check_timeout)
+        facts = live.read_facts(conn, *walk.touched_tables(rendered), check_timeout)
     finally:
         if not was_in_transaction and conn.in_transaction():
             conn.rollback()
@@ -53,7 +54,7 @@ def build_plan_for(
         target_revision=target_revision,
         revisions=[_info(s) for s in to_apply],
         stages=stages,
-        lint=lint.lint(rendered) + checks.incomplete,
+        lint=lint.lint(rendered, facts) + checks.incomplete,
         integrity=checks.findings,
         hash=plan_hash(current, target_revision, stages),
     )

@@ -10,7 +10,6 @@ may have changed those rows (a backfill before SET NOT NULL is the usual safe pa
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +20,12 @@ from sqlalchemy.exc import DBAPIError
 
 from schemashift import db
 from schemashift.plan import lint
+from schemashift.plan.live import read_only
 from schemashift.plan.model import IntegrityFinding, LintFinding
 from schemashift.plan.render import RenderedRevision
 from schemashift.plan.walk import Step, walk
 
 DEFAULT_TIMEOUT = "60s"
-LOCK_TIMEOUT = "5s"
 INCOMPLETE = lint.INTEGRITY_CHECK_INCOMPLETE
 
 
@@ -57,21 +56,10 @@ def run_checks(
     outcome = Outcome([], [])
     if not queries:
         return outcome
-    with _read_only(conn, timeout):
+    with read_only(conn, timeout):
         for query in queries:
             _run(conn, query, outcome)
     return outcome
-
-
-@contextmanager
-def _read_only(conn: Connection, timeout: str) -> Iterator[None]:
-    outer = conn.begin_nested() if conn.in_transaction() else conn.begin()
-    try:
-        conn.execute(sa.text("SELECT set_config('statement_timeout', :t, true)"), {"t": timeout})
-        conn.execute(sa.text("SELECT set_config('lock_timeout', :t, true)"), {"t": LOCK_TIMEOUT})
-        yield
-    finally:
-        outer.rollback()
 
 
 def _run(conn: Connection, query: Query, outcome: Outcome) -> None:

@@ -2,8 +2,17 @@
 
 Severity: `error` when the operation loses data, rewrites the table under an ACCESS EXCLUSIVE
 lock, or fails outright on a table with rows; `warning` when it takes a long-held lock that an
-alternative avoids, or breaks the running application. Operations on tables created earlier in
-the same plan are not linted: such a table has no rows and no readers yet.
+alternative avoids, or breaks the running application.
+
+Planned against a server, lint knows what the database held (see `live`): rules about locks,
+rewrites and scans (ROW_RULES) skip tables created earlier in the plan (by an op or a raw CREATE
+TABLE) and tables that held no row; rules about lost data and broken readers (drops, renames)
+skip tables created in the plan, and empty tables when the whole database held no row (a fresh
+database: no data to lose, no deployed code of this history reading it). A type change is
+compared with the type the server reports, so an unchanged type is no finding. A revision whose
+upgrade() cannot run offline is reported as a `notice`, which never blocks, when the database
+held no row at all: whatever it reads can only be rows earlier revisions of the same plan wrote,
+and its locks wait for no one; on any other database it stays a blocking warning.
 """
 
 from __future__ import annotations
@@ -16,9 +25,10 @@ import sqlalchemy as sa
 from alembic.operations import ops as alembic_ops
 from sqlalchemy.dialects import postgresql
 
-from schemashift.plan.model import LintFinding
+from schemashift.plan.live import NO_FACTS, LiveFacts
+from schemashift.plan.model import NOTICE, LintFinding
 from schemashift.plan.render import RenderedRevision, sql_text
-from schemashift.plan.walk import Step, walk
+from schemashift.plan.walk import Step, statements, table_of, walk
 
 ERROR = "error"
 WARNING = "warning"
@@ -41,6 +51,15 @@ RULES: dict[str, str] = {
     "integrity-check-incomplete": WARNING,
 }
 INTEGRITY_CHECK_INCOMPLETE = "integrity-check-incomplete"
+UNRENDERABLE = "unrenderable-revision"
+# Harmless on a table without rows: the lock is brief, the rewrite or scan instant.
+ROW_RULES = frozenset({
+    "add-not-null-column-without-default", "add-column-volatile-default", "change-column-type",
+    "create-index-not-concurrently", "add-foreign-key-validated", "add-unique-constraint",
+    "add-check-constraint", "set-not-null",
+})
+# Lose data or break running readers: harmless only where nothing holds data or reads it yet.
+READER_RULES = frozenset({"drop-table", "drop-column", "rename-table", "rename-column"})
 
 SAFE = {
     "add-not-null-column-without-default": (
@@ -95,23 +114,38 @@ VOLATILE_FUNCTIONS = re.compile(
 )
 
 
-def lint(rendered: Sequence[RenderedRevision]) -> list[LintFinding]:
-    findings = [
-        _finding(revision.revision, "unrenderable-revision",
-                 f"upgrade() could not run offline ({revision.error}): its SQL preview and "
-                 "lint stop there")
-        for revision in rendered
-        if revision.error is not None
-    ]
-    for step in walk(rendered):
+def lint(rendered: Sequence[RenderedRevision], facts: LiveFacts = NO_FACTS) -> list[LintFinding]:
+    findings = [_unrenderable(revision.revision, str(revision.error), facts.all_empty)
+                for revision in rendered if revision.error is not None]
+    for step in walk(rendered, facts):
         checker = _CHECKERS.get(type(step.op))
         if checker is not None:
             findings += [_finding(step.revision, rule, what) for rule, what in checker(step)]
     return findings
 
 
+def _unrenderable(revision: str, error: str, fresh: bool) -> LintFinding:
+    what = f"upgrade() could not run offline ({error}): its SQL preview and lint stop there"
+    if not fresh:
+        return _finding(revision, UNRENDERABLE, what)
+    return LintFinding(UNRENDERABLE, NOTICE, revision, (
+        f"{what}; not blocking: no table of the database held a row when planned, so it can "
+        "only see rows earlier revisions of this plan wrote, and its locks wait for no one"))
+
+
 def _finding(revision: str, rule: str, what: str) -> LintFinding:
     return LintFinding(rule, RULES[rule], revision, f"{what}; safe alternative: {SAFE[rule]}")
+
+
+def _no_rows(step: Step, table: str, schema: str | None = None) -> bool:
+    """ROW_RULES do not apply: the table holds no row at this step."""
+    return step.seen.holds_no_rows(table, schema)
+
+
+def _no_readers(step: Step, table: str, schema: str | None = None) -> bool:
+    """READER_RULES do not apply: created by the plan, or empty on a fresh database."""
+    seen = step.seen
+    return seen.is_new_table(table, schema) or (seen.fresh and seen.holds_no_rows(table, schema))
 
 
 Hits = Iterator[tuple[str, str]]
@@ -120,7 +154,7 @@ Hits = Iterator[tuple[str, str]]
 def _add_column(step: Step) -> Hits:
     op = step.op
     assert isinstance(op, alembic_ops.AddColumnOp)
-    if step.seen.is_new_table(op.table_name, op.schema):
+    if _no_rows(step, op.table_name, op.schema):
         return
     column, where = op.column, f"{op.table_name}.{op.column.name}"
     default = _server_default_sql(column.server_default)
@@ -148,18 +182,20 @@ def _alter_column(step: Step) -> Hits:
     op = step.op
     assert isinstance(op, alembic_ops.AlterColumnOp)
     seen, where = step.seen, f"{op.table_name}.{op.column_name}"
-    if seen.is_new_table(op.table_name, op.schema):
-        return
-    if op.modify_type is not None and not _binary_compatible(op.existing_type, op.modify_type):
-        old = _type_sql(op.existing_type) if op.existing_type is not None else "?"
-        yield ("change-column-type",
-               f"changing {where} from {old} to {_type_sql(op.modify_type)} rewrites the table "
-               "and its indexes under an ACCESS EXCLUSIVE lock")
-    if (op.modify_nullable is False and op.existing_nullable is not False
+    empty = _no_rows(step, op.table_name, op.schema)
+    if op.modify_type is not None and not empty:
+        old = seen.old_type(op.table_name, op.column_name, op.schema, op.existing_type)
+        if not _same_type(old, op.modify_type) and not _binary_compatible(old, op.modify_type):
+            shown = _type_sql(old) if old is not None else "?"
+            yield ("change-column-type",
+                   f"changing {where} from {shown} to {_type_sql(op.modify_type)} rewrites the "
+                   "table and its indexes under an ACCESS EXCLUSIVE lock")
+    if (op.modify_nullable is False and op.existing_nullable is not False and not empty
             and not seen.is_new_column(op.table_name, op.column_name, op.schema)):
         yield ("set-not-null",
                f"SET NOT NULL on {where} scans the whole table under an ACCESS EXCLUSIVE lock")
-    if op.modify_name and not seen.is_new_column(op.table_name, op.column_name, op.schema):
+    if (op.modify_name and not seen.is_new_column(op.table_name, op.column_name, op.schema)
+            and not _no_readers(step, op.table_name, op.schema)):
         yield ("rename-column",
                f"renaming {where} to {op.modify_name} breaks every running query that uses "
                "the old name")
@@ -173,7 +209,7 @@ def _create_index(step: Step) -> Hits:
         yield ("concurrently-outside-autocommit-block",
                f"CREATE INDEX CONCURRENTLY {op.index_name} outside an autocommit block fails: "
                "it cannot run inside a transaction")
-    if not concurrently and not step.seen.is_new_table(op.table_name, op.schema):
+    if not concurrently and not _no_rows(step, op.table_name, op.schema):
         kind = "UNIQUE INDEX" if op.unique else "INDEX"
         yield ("create-index-not-concurrently",
                f"CREATE {kind} {op.index_name} on the existing table {op.table_name} blocks all "
@@ -183,7 +219,7 @@ def _create_index(step: Step) -> Hits:
 def _create_foreign_key(step: Step) -> Hits:
     op = step.op
     assert isinstance(op, alembic_ops.CreateForeignKeyOp)
-    if step.seen.is_new_table(op.source_table, op.kw.get("source_schema")):
+    if _no_rows(step, op.source_table, op.kw.get("source_schema")):
         return
     if not op.kw.get("postgresql_not_valid"):
         yield ("add-foreign-key-validated",
@@ -194,7 +230,7 @@ def _create_foreign_key(step: Step) -> Hits:
 def _create_unique(step: Step) -> Hits:
     op = step.op
     assert isinstance(op, alembic_ops.CreateUniqueConstraintOp)
-    if not step.seen.is_new_table(op.table_name, op.schema):
+    if not _no_rows(step, op.table_name, op.schema):
         yield ("add-unique-constraint",
                f"adding the unique constraint {op.constraint_name} builds its index on "
                f"{op.table_name} under an ACCESS EXCLUSIVE lock")
@@ -203,9 +239,7 @@ def _create_unique(step: Step) -> Hits:
 def _create_check(step: Step) -> Hits:
     op = step.op
     assert isinstance(op, alembic_ops.CreateCheckConstraintOp)
-    if not step.seen.is_new_table(op.table_name, op.schema) and not op.kw.get(
-        "postgresql_not_valid"
-    ):
+    if not _no_rows(step, op.table_name, op.schema) and not op.kw.get("postgresql_not_valid"):
         yield ("add-check-constraint",
                f"adding the check constraint {op.constraint_name} scans {op.table_name} under "
                "an ACCESS EXCLUSIVE lock")
@@ -214,14 +248,15 @@ def _create_check(step: Step) -> Hits:
 def _drop_table(step: Step) -> Hits:
     op = step.op
     assert isinstance(op, alembic_ops.DropTableOp)
-    if not step.seen.is_new_table(op.table_name, op.schema):
+    if not _no_readers(step, op.table_name, op.schema):
         yield ("drop-table", f"dropping {op.table_name} deletes all of its rows")
 
 
 def _drop_column(step: Step) -> Hits:
     op = step.op
     assert isinstance(op, alembic_ops.DropColumnOp)
-    if not step.seen.is_new_column(op.table_name, op.column_name, op.schema):
+    if not (step.seen.is_new_column(op.table_name, op.column_name, op.schema)
+            or _no_readers(step, op.table_name, op.schema)):
         yield ("drop-column",
                f"dropping {op.table_name}.{op.column_name} deletes its data, and running code "
                "that selects it fails")
@@ -230,7 +265,7 @@ def _drop_column(step: Step) -> Hits:
 def _rename_table(step: Step) -> Hits:
     op = step.op
     assert isinstance(op, alembic_ops.RenameTableOp)
-    if not step.seen.is_new_table(op.table_name, op.schema):
+    if not _no_readers(step, op.table_name, op.schema):
         yield ("rename-table",
                f"renaming {op.table_name} to {op.new_table_name} breaks every running query "
                "that uses the old name")
@@ -239,18 +274,25 @@ def _rename_table(step: Step) -> Hits:
 def _execute_sql(step: Step) -> Hits:
     op = step.op
     assert isinstance(op, alembic_ops.ExecuteSQLOp)
-    for statement in _statements(sql_text(op.sqltext)):
-        table = _table_of(statement)
-        if table is not None and step.seen.is_new_table(table):
-            continue
+    for statement in statements(sql_text(op.sqltext)):
+        table = table_of(statement)
         for rule, pattern, unless in RAW_SQL_RULES:
-            if pattern.search(statement) and not (unless and unless.search(statement)):
-                if rule == "create-index-not-concurrently" and table is None:
-                    continue
-                yield rule, f"raw SQL `{_shorten(statement)}`: {RAW_SQL_WHAT[rule]}"
+            if not pattern.search(statement) or (unless and unless.search(statement)):
+                continue
+            if table is None and rule == "create-index-not-concurrently":
+                continue
+            if table is not None and _raw_exempt(step, rule, table):
+                continue
+            yield rule, f"raw SQL `{_shorten(statement)}`: {RAW_SQL_WHAT[rule]}"
         if _CONCURRENT_INDEX.search(statement) and not step.recorded.autocommit:
             yield ("concurrently-outside-autocommit-block",
                    f"raw SQL `{_shorten(statement)}` cannot run inside a transaction")
+
+
+def _raw_exempt(step: Step, rule: str, table: str) -> bool:
+    if rule in READER_RULES:
+        return _no_readers(step, table)
+    return rule in ROW_RULES and _no_rows(step, table)
 
 
 def _rx(pattern: str) -> re.Pattern[str]:
@@ -292,21 +334,6 @@ RAW_SQL_WHAT = {
     "set-not-null": "scans the table under an ACCESS EXCLUSIVE lock",
     "add-column-volatile-default": "rewrites the table under an ACCESS EXCLUSIVE lock",
 }
-_COMMENT = re.compile(r"--[^\n]*")
-_TABLE = _rx(r"^\s*(?:ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?"
-             r"|CREATE\s+(?:UNIQUE\s+)?INDEX\s+.*?\bON\s+(?:ONLY\s+)?"
-             r"|DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?)([\w.\"]+)")
-
-
-def _statements(sql: str) -> list[str]:
-    return [s.strip() for s in _COMMENT.sub("", sql).split(";") if s.strip()]
-
-
-def _table_of(statement: str) -> str | None:
-    match = _TABLE.search(statement)
-    return match.group(1).replace('"', "") if match else None
-
-
 def _shorten(statement: str, limit: int = 80) -> str:
     flat = " ".join(statement.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
@@ -326,6 +353,11 @@ def _server_default_sql(default: Any) -> str | None:
 def _type_sql(type_: Any) -> str:
     type_ = type_() if isinstance(type_, type) else type_
     return str(type_.compile(dialect=_DIALECT))
+
+
+def _same_type(old: Any, new: Any) -> bool:
+    """Both compile to the same PostgreSQL type (VARCHAR(9) → VARCHAR(9) changes nothing)."""
+    return old is not None and _type_sql(old) == _type_sql(new)
 
 
 def _binary_compatible(old: Any, new: Any) -> bool:

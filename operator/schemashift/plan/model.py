@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 LINT_MODES = ("block", "warn", "off")
+# A finding kept for the record that never blocks (see lint: unrenderable on a fresh database).
+NOTICE = "notice"
 
 
 @dataclass
@@ -35,7 +37,7 @@ class Stage:
 @dataclass
 class LintFinding:
     rule: str
-    severity: str  # "error" | "warning"
+    severity: str  # "error" | "warning" | NOTICE
     revision: str
     message: str  # says what is risky and the safe alternative
 
@@ -65,15 +67,16 @@ class Plan:
         return not self.revisions
 
     def blocking(self, lint_mode: str, allow: Iterable[str]) -> list[LintFinding]:
-        """Findings that stop a run: in `block` mode every finding (error or warning) whose rule
-        is not allowed; `warn` and `off` never block (integrity findings are not lint: they
-        always stop a run, see `integrity`)."""
+        """Findings that stop a run: in `block` mode every finding (error or warning, not a
+        notice) whose rule is not allowed; `warn` and `off` never block (integrity findings are
+        not lint: they always stop a run, see `integrity`)."""
         if lint_mode not in LINT_MODES:
             raise ValueError(f"lint mode {lint_mode!r} is not one of {', '.join(LINT_MODES)}")
         if lint_mode != "block":
             return []
         allowed = set(allow)
-        return [finding for finding in self.lint if finding.rule not in allowed]
+        return [finding for finding in self.lint
+                if finding.rule not in allowed and finding.severity != NOTICE]
 
     def to_dict(self) -> dict[str, Any]:
         """The shape the operator stores in `status.plan` (camelCase, no SQL text)."""
@@ -127,6 +130,12 @@ def plan_hash(from_revision: str | None, target_revision: str | None, stages: li
 def _text_lines(plan: Plan) -> list[str]:
     start = plan.from_revision or "base (empty history)"
     lines = [f"Database at: {start}", f"Target:      {plan.target_revision or 'base'}"]
+    if plan.is_empty and plan.from_revision != plan.target_revision:
+        lines.append(f"Nothing to apply: the database is at {start}, past the target "
+                     f"{plan.target_revision or 'base'}; plan and apply only upgrade (to go "
+                     "back, restore a backup or run `alembic downgrade` deliberately).")
+        lines.append(f"Plan hash: {plan.hash}")
+        return lines
     if plan.is_empty:
         lines.append("Nothing to apply: the database is already at the target revision.")
         lines.append(f"Plan hash: {plan.hash}")
