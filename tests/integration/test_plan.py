@@ -353,6 +353,8 @@ def test_env_py_is_not_needed_to_plan(
     directory = write_history(tmp_path, [BASE, Revision("r1", "drop", 'op.drop_table("orders")')],
                               env=URL_ONLY_ENV)
     upgrade(directory, database_url, "base0")  # the URL-only env.py migrates from sqlalchemy.url
+    with engine.begin() as conn:  # a table with rows: dropping it is a real danger
+        conn.execute(sa.text("INSERT INTO orders (id) VALUES (1)"))
     (directory / "env.py").write_text("raise RuntimeError('env.py must not run while planning')\n")
     plan = plan_for(engine, directory, database_url)
     assert [f.rule for f in plan.lint] == ["drop-table"]

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from schemashift import progress, reasons, redact
 from schemashift.kube import conditions, jobspec, resource
@@ -111,8 +111,8 @@ async def finalize(ctx: Context, namespace: str, name: str, poll_s: float = 0.2,
         latest = await ctx.api.get_migration(namespace, name)  # the runner's last live report
         where = _database_state((latest or body).get("status") or status, result)
         message = f"deleted while running: Job {job_name} stopped; {where}"
-        await ctx.api.patch_status(namespace, name, {"message": message, "step": "done"})
         await ctx.api.event(body, "Warning", reasons.DELETED_WHILE_RUNNING, message)
+        await ctx.api.patch_status(namespace, name, {"message": message, "step": "done"})
         log.warning("%s/%s: %s", namespace, name, message)
         return message
 
@@ -181,8 +181,7 @@ async def _wait_for_database(ctx: Context, body: Body, spec: resource.MigrationS
     if status.get("step") == "waiting" and status.get("message") == message:
         return
     await _set(ctx, body, "Pending", reasons.WAITING_FOR_DATABASE, message,
-               {"step": "waiting", **_fresh_fields()})
-    await ctx.api.event(body, "Normal", reasons.WAITING_FOR_DATABASE, message)
+               {"step": "waiting", **_fresh_fields()}, event="Normal")
 
 
 async def _launch(ctx: Context, body: Body, spec: resource.MigrationSpec,
@@ -202,11 +201,9 @@ async def _launch(ctx: Context, body: Body, spec: resource.MigrationSpec,
               "announcedPhase": "Planning"}
     if purpose != "replan":
         fields["startedAt"] = progress.now()
-    # The event goes first: a restart after the status patch must find it posted, and a
-    # restart before it finds the Job (409) and the status still unset, and announces nothing twice.
-    if created:
-        await ctx.api.event(body, "Normal", reasons.JOB_CREATED, message)
-    await _set(ctx, body, "Planning", reasons.JOB_CREATED, message, fields)
+    # A restart before the status patch finds the Job (409) and announces nothing twice.
+    await _set(ctx, body, "Planning", reasons.JOB_CREATED, message, fields,
+               event="Normal" if created else None)
 
 
 async def _track_job(ctx: Context, body: Body) -> None:
@@ -268,9 +265,9 @@ async def _announce_phase(ctx: Context, body: Body, phase: str | None) -> None:
     generation = int(status.get("observedGeneration") or meta.get("generation", 1))
     merged = conditions.merge(status.get("conditions") or (),
                               conditions.summary(phase, reasons.IN_PROGRESS, message), generation)
+    await ctx.api.event(body, "Normal", phase, redact.redact(message))
     await ctx.api.patch_status(meta["namespace"], meta["name"],
                                {"conditions": merged, "announcedPhase": phase})
-    await ctx.api.event(body, "Normal", phase, message)
 
 
 async def _finish_step(ctx: Context, body: Body, outcome: kstatus.JobOutcome) -> None:
@@ -292,8 +289,8 @@ async def _finish_step(ctx: Context, body: Body, outcome: kstatus.JobOutcome) ->
                   f"{result.targetRevision}; nothing changed"
         await _set(ctx, body, "Succeeded", reasons.DRY_RUN, message,
                    {**seq, **kstatus.result_fields(result), "step": "done"},
-                   [conditions.Condition(conditions.PLANNED, "True", reasons.DRY_RUN, message)])
-        await ctx.api.event(body, "Normal", reasons.DRY_RUN, message)
+                   [conditions.Condition(conditions.PLANNED, "True", reasons.DRY_RUN, message)],
+                   event="Normal")
         ctx.metrics.finished("DryRun", _seconds(status), 0)
     elif purpose == "replan" and result.planHash == status.get("approvedHash"):
         await _launch(ctx, body, spec, "apply", {**seq, "currentRevision": result.fromRevision})
@@ -307,9 +304,8 @@ async def _finish_run(ctx: Context, body: Body, spec: resource.MigrationSpec,
     message = redact.redact(result.message)
     found = conditions.from_result(result, spec.backup_enabled)
     fields = {**seq, **kstatus.result_fields(result), "step": "done", "finishedAt": progress.now()}
-    await _set(ctx, body, phase, result.reason, message, fields, found)
-    await ctx.api.event(body, "Normal" if phase == "Succeeded" else "Warning", result.reason,
-                        message)
+    await _set(ctx, body, phase, result.reason, message, fields, found,
+               event="Normal" if phase == "Succeeded" else "Warning")
     size = result.backup.sizeBytes if result.backup and result.backup.verified else 0
     ctx.metrics.finished(phase, _seconds(body.get("status") or {}), size)
 
@@ -332,8 +328,8 @@ async def _await_approval(ctx: Context, body: Body, result: progress.RunResult,
     await _set(ctx, body, "AwaitingApproval", reason, message, fields, [
         conditions.Condition(conditions.PLANNED, "True", reasons.PLANNED,
                              f"plan {result.planHash}"),
-        conditions.Condition(conditions.APPROVED, "False", reason, message)])
-    await ctx.api.event(body, "Warning" if stale else "Normal", reason, message)
+        conditions.Condition(conditions.APPROVED, "False", reason, message)],
+        event="Warning" if stale else "Normal")
 
 
 async def _check_approval(ctx: Context, body: Body) -> None:
@@ -351,8 +347,8 @@ async def _check_approval(ctx: Context, body: Body) -> None:
         await _set(ctx, body, "AwaitingApproval", reasons.APPROVAL_HASH_MISMATCH, message,
                    {"rejectedApproval": approved},
                    [conditions.Condition(conditions.APPROVED, "False",
-                                         reasons.APPROVAL_HASH_MISMATCH, message)])
-        await ctx.api.event(body, "Warning", reasons.APPROVAL_HASH_MISMATCH, message)
+                                         reasons.APPROVAL_HASH_MISMATCH, message)],
+                   event="Warning")
         return
     spec = resource.MigrationSpec.from_body(body["spec"])
     holder = await database_holder(ctx, body, spec)
@@ -369,9 +365,14 @@ async def _check_approval(ctx: Context, body: Body) -> None:
 
 # -- status writing ------------------------------------------------------------------------
 
+EventType = Literal["Normal", "Warning"]
+
+
 async def _set(ctx: Context, body: Body, phase: str, reason: str, message: str,
                fields: Mapping[str, Any] | None = None,
-               extra: list[conditions.Condition] | None = None) -> None:
+               extra: list[conditions.Condition] | None = None,
+               event: EventType | None = None) -> None:
+    """The status write, after its event: whoever sees the phase finds the event posted."""
     meta, status = body["metadata"], body.get("status") or {}
     # A run belongs to the generation it started with; a later spec is looked at when it ends.
     running = status.get("step") in RUNNING_STEPS and "observedGeneration" in status
@@ -384,6 +385,8 @@ async def _set(ctx: Context, body: Body, phase: str, reason: str, message: str,
                              "observedGeneration": generation, "phase": phase,
                              "announcedPhase": phase}
     ctx.announced[str(meta.get("uid"))] = phase
+    if event is not None:
+        await ctx.api.event(body, event, reason, message)
     await ctx.api.patch_status(meta["namespace"], meta["name"], patch)
     log.info("%s/%s %s %s: %s", meta["namespace"], meta["name"], phase, reason, message)
 
@@ -391,8 +394,8 @@ async def _set(ctx: Context, body: Body, phase: str, reason: str, message: str,
 async def _fail(ctx: Context, body: Body, reason: str, message: str,
                 fields: Mapping[str, Any] | None = None) -> None:
     await _set(ctx, body, "Failed", reason, message,
-               {**(fields or {}), "step": "done", "finishedAt": progress.now()})
-    await ctx.api.event(body, "Warning", reason, message)
+               {**(fields or {}), "step": "done", "finishedAt": progress.now()},
+               event="Warning")
     ctx.metrics.finished("Failed", _seconds(body.get("status") or {}), 0)
 
 
@@ -402,8 +405,8 @@ async def _invalid(ctx: Context, body: Body, reason: str, message: str) -> None:
     message = f"{message} (checked again every {INVALID_RECHECK_S:.0f} s)"
     if status.get("step") == "invalid" and status.get("message") == message:
         return
-    await _set(ctx, body, "Failed", reason, message, {**_fresh_fields(), "step": "invalid"})
-    await ctx.api.event(body, "Warning", reason, message)
+    await _set(ctx, body, "Failed", reason, message, {**_fresh_fields(), "step": "invalid"},
+               event="Warning")
     ctx.metrics.finished("Failed", None, 0)
 
 
@@ -418,8 +421,8 @@ async def _note_spec_change(ctx: Context, body: Body, reason: str, message: str)
     patch: dict[str, Any] = {"conditions": merged}
     if reason == reasons.ALREADY_SUCCEEDED:
         patch["observedGeneration"] = generation  # seen, and deliberately not run
-    await ctx.api.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
     await ctx.api.event(body, "Normal", reason, message)
+    await ctx.api.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
 
 
 def _fresh_fields() -> dict[str, Any]:

@@ -11,7 +11,7 @@ The Jobs run `schemashift run-job` for real against an unreachable database (127
 ends within seconds with a genuine termination message; the operator's work is identical to a
 migration's last step. Targets (issue 5): p95 < 1 s, RSS < 200 MB.
 
-    python bench/operator.py [--resources 50] [--many 500]
+    python bench/operator_latency.py [--resources 50] [--many 500]
 """
 
 from __future__ import annotations
