@@ -43,7 +43,18 @@ def _project(kwargs: dict[str, Any]) -> project.Project:
         metadata_ref=kwargs.pop("metadata_ref"),
         migrations_dir=kwargs.pop("migrations"),
         environment=project.parse_environment(kwargs.pop("environment")),
+        compare_server_defaults=kwargs.pop("compare_server_defaults", True),
     )
+
+
+def _compare_option(func: F) -> F:
+    """Commands that compare the models with the database (detect, check, generate, verify)."""
+    return click.option(
+        "--compare-server-defaults/--no-compare-server-defaults", default=True,
+        show_default=True, envvar="SCHEMASHIFT_COMPARE_SERVER_DEFAULTS", show_envvar=True,
+        help="Compare DEFAULT expressions (as PostgreSQL renders them) between the models and "
+             "the database; identity and generated columns are compared either way.",
+    )(func)
 
 
 def _module(name: str) -> Any:
@@ -101,6 +112,7 @@ def cli() -> None:
 
 @cli.command("detect-schema-changes")
 @_common_options
+@_compare_option
 def detect_schema_changes(as_json: bool, **kwargs: Any) -> None:
     """Show how the database differs from the models (exit 0 either way)."""
     report = _module("diff").detect(_project(kwargs))
@@ -112,6 +124,7 @@ cli.add_command(detect_schema_changes, "detect")
 
 @cli.command("check")
 @_common_options
+@_compare_option
 def check(as_json: bool, **kwargs: Any) -> None:
     """CI gate: exit 1 when the models and the database differ."""
     report = _module("diff").detect(_project(kwargs))
@@ -122,6 +135,7 @@ def check(as_json: bool, **kwargs: Any) -> None:
 
 @cli.command("create-model-migration")
 @_common_options
+@_compare_option
 @click.option("-m", "--message", required=True, help="What the revision does.")
 @click.option("--rename", "renames", multiple=True, metavar="OLD:NEW",
               help="Treat a dropped+added table or column (table.old:table.new) as a rename.")
@@ -154,6 +168,7 @@ def plan_command(as_json: bool, target: str, **kwargs: Any) -> None:
 
 @cli.command("apply")
 @_common_options
+@_compare_option
 @_runner_options
 def apply(as_json: bool, **kwargs: Any) -> None:
     """Local mode: the same pipeline the Job runs (lock, backup, stages, verify, rollback)."""
@@ -165,6 +180,7 @@ def apply(as_json: bool, **kwargs: Any) -> None:
 
 @cli.command("run-job")
 @_common_options
+@_compare_option
 @_runner_options
 @click.option("--resource", envvar="SCHEMASHIFT_RESOURCE", metavar="NAMESPACE/NAME",
               help="SchemaMigration whose status receives live progress.")
@@ -254,10 +270,12 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("SCHEMASHIFT_DEBUG"):
             raise
-        click.echo(f"error: unexpected {type(exc).__name__}: {redact.redact(str(exc))}\n"
+        command = sys.argv[1] if sys.argv[1:] and sys.argv[1] in cli.commands else None
+        where = f" in {command}" if command else ""
+        click.echo(f"error: unexpected {type(exc).__name__}{where}: {redact.redact(str(exc))}\n"
                    "  hint: rerun with SCHEMASHIFT_DEBUG=1 for a traceback, and report it",
                    err=True)
-        sys.exit(errors.EXIT_FAILED)
+        sys.exit(errors.EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Every failure a user can see, each mapped to the contract's exit code.
 
 Exit codes: 0 ok, 1 check failed / migration failed (rolled back), 2 usage or refused by policy,
-3 infrastructure unreachable (database, object storage, API server).
+3 infrastructure unreachable (database, object storage, API server), 70 internal error (a bug).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INFRA = 3
+# An unexpected exception (a bug): sysexits' EX_SOFTWARE, never 1 so CI can tell it from drift.
+EXIT_INTERNAL = 70
 
 
 class SchemashiftError(Exception):

@@ -23,6 +23,8 @@ class Project:
     metadata_ref: str | None = None
     migrations_dir: Path | None = None
     environment: Environment = "development"
+    # detect/check/create-model-migration/verify: compare plain server defaults (DEFAULT ...).
+    compare_server_defaults: bool = True
     _metadata_cache: dict[str, MetaData] = field(default_factory=dict, compare=False, repr=False)
 
     def require_database_url(self) -> str:

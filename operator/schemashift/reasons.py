@@ -34,6 +34,8 @@ TARGET_BEHIND_DATABASE = "TargetBehindDatabase"
 NOT_AT_HEAD = "DatabaseNotAtHead"
 NEVER_STAMPED = "DatabaseNeverStamped"
 NO_SCHEMA_CHANGES = "NoSchemaChanges"
+# a generated revision holds an op PostgreSQL (or Alembic) would reject when it runs
+REVISION_WOULD_FAIL = "RevisionWouldFail"
 DEVELOPMENT_ONLY = "DevelopmentOnly"
 NOT_NULL_WITHOUT_DEFAULT = "NotNullWithoutDefault"
 
@@ -41,6 +43,8 @@ NOT_NULL_WITHOUT_DEFAULT = "NotNullWithoutDefault"
 DATABASE_UNREACHABLE = "DatabaseUnreachable"
 STORAGE_UNREACHABLE = "StorageUnreachable"
 STORAGE_ACCESS_DENIED = "StorageAccessDenied"
+# Object storage moved no data for the stall limit (SCHEMASHIFT_S3_STALL_TIMEOUT): abandoned.
+STORAGE_STALLED = "StorageStalled"
 BUCKET_NOT_FOUND = "BucketNotFound"
 BACKUP_FAILED = "BackupFailed"
 BACKUP_VERIFY_FAILED = "BackupVerificationFailed"
@@ -70,6 +74,9 @@ PLAN_STALE = "PlanStale"
 SECRET_NOT_FOUND = "SecretNotFound"
 SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
 IMAGE_NOT_SET = "ImageNotSet"
+# The admin's policy (chart values `policy.*`) refuses the image, ServiceAccount, tolerations,
+# nodeSelector or priorityClassName: no Job is created.
+POLICY_DENIED = "PolicyDenied"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 POD_EVICTED = "PodEvicted"
 IMAGE_PULL_FAILED = "ImagePullFailed"

@@ -10,28 +10,31 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 
-from schemashift import errors
-
-INI_NAME = "alembic.ini"
+from schemashift import errors, locations
 
 
-def alembic_config(migrations_dir: Path, database_url: str | None = None) -> Config:
-    """Config for a script directory; an existing `alembic.ini` beside or inside it is honoured."""
-    migrations_dir = migrations_dir.resolve()
-    ini = _find_ini(migrations_dir)
-    config = Config(str(ini)) if ini else Config()
-    if ini is None or not config.get_main_option("script_location"):
-        config.set_main_option("script_location", str(migrations_dir))
+def alembic_config(migrations: Path, database_url: str | None = None) -> Config:
+    """Config for `--migrations` as Alembic resolves it (see `schemashift.locations`)."""
+    location = locations.locate(migrations)
+    config = Config(str(location.ini)) if location.ini else Config()
+    config.set_main_option("script_location", locations.escape(str(location.script_dir)))
+    if location.ini and location.script_dir.is_dir():
+        _anchor(config, location.ini)
     if database_url:
-        config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+        config.set_main_option("sqlalchemy.url", locations.escape(database_url))
     return config
 
 
-def _find_ini(migrations_dir: Path) -> Path | None:
-    for candidate in (migrations_dir / INI_NAME, migrations_dir.parent / INI_NAME):
-        if candidate.is_file():
-            return candidate
-    return None
+def _anchor(config: Config, ini: Path) -> None:
+    try:
+        locations.anchor_paths(config, ini.parent)
+    except errors.SchemashiftError:
+        raise
+    except Exception as exc:  # an invalid separator or option value in the user's ini
+        raise errors.UsageError(
+            f"the Alembic config {ini} is not usable: {type(exc).__name__}: {exc}",
+            hint="fix the option named above in the ini",
+        ) from None
 
 
 def script_directory(config: Config) -> ScriptDirectory:

@@ -118,17 +118,11 @@ def broken_revision(migrations: Path) -> None:
         "def upgrade(): pass\ndef downgrade(): pass\n")
 
 
-def broken_without_template(migrations: Path) -> None:
-    (migrations / "versions").mkdir(parents=True)
-    (migrations / "env.py").write_text("")
-
-
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [(broken_without_env, "has no env.py"),
-     (broken_revision, "is not a usable Alembic script directory"),
-     (broken_without_template, "has no script.py.mako")],
-    ids=["no-env-py", "dangling-down-revision", "no-template"],
+     (broken_revision, "is not a usable Alembic script directory")],
+    ids=["no-env-py", "dangling-down-revision"],
 )
 def test_broken_script_directory(
     tmp_path: Path, database_url: str, migrations: Path, breakage: object, message: str

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 
-from schemashift import scripts
+from schemashift import db, scripts
 from tests.fixtures.models import execute, invoke, query, run, snapshot, write_models
 
 pytestmark = pytest.mark.integration
@@ -286,6 +290,119 @@ def test_existing_env_py_and_alembic_ini_are_honoured(
     assert created_path(output).parent == migrations / "more_versions"
     assert env_py.read_text() == own_env
     assert detect(database_url, v2) == "No schema changes detected\n"
+
+
+def test_script_directory_without_a_template_is_rendered_with_ours(
+    tmp_path: Path, database_url: str, migrations: Path
+) -> None:
+    initial(database_url, migrations, tmp_path)
+    (migrations / "script.py.mako").unlink()  # as in many real projects and package histories
+    v2 = write_models(tmp_path / "v2", V2)
+    code, output = create(database_url, migrations, v2, "second", "--apply")
+    assert code == 0, output
+    path = created_path(output)
+    assert path.parent == migrations / "versions"
+    assert "def upgrade() -> None:" in path.read_text()
+    assert "def downgrade() -> None:" in path.read_text()
+    assert sorted(p.name for p in migrations.iterdir() if p.name != "__pycache__") == [
+        "env.py", "versions"]
+    assert detect(database_url, v2) == "No schema changes detected\n"
+    downgrade(database_url, migrations)
+    assert detect(database_url, v2) != "No schema changes detected\n"
+
+
+# No naming convention: PostgreSQL names the constraints itself, the models do not know the names.
+PLAIN = "import sqlalchemy as sa\nmetadata = sa.MetaData()\n"
+TABLE_T = """
+t = sa.Table("t", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("x", sa.Text),
+             sa.Column("code", sa.Text){extra})
+"""
+W_TABLE = """
+w = sa.Table("w", metadata, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("code", sa.Text{unique}))
+"""
+
+
+def refused(url: str, migrations: Path, ref: str) -> str:
+    files, before = versions(migrations) if migrations.exists() else None, snapshot(url)
+    code, output = create(url, migrations, ref, "second", "--apply")
+    assert code == 2, output
+    assert "would fail when it runs" in output and "not written" in output
+    assert "Traceback" not in output
+    assert (versions(migrations) if migrations.exists() else None, snapshot(url)) == (files, before)
+    return output
+
+
+def test_index_without_columns_is_refused_and_nothing_is_written(
+    tmp_path: Path, database_url: str, migrations: Path
+) -> None:
+    ref = write_models(tmp_path / "v1", TABLE_T.format(extra=', sa.Index("ix_nothing")'))
+    output = refused(database_url, migrations, ref)
+    assert "upgrade: create_index('ix_nothing', 't', [])" in output
+    assert "needs at least one column" in output
+    assert "give the model's Index('ix_nothing')" in output
+    assert not migrations.exists()
+
+
+def test_unnamed_constraint_is_refused_naming_the_cause(
+    tmp_path: Path, database_url: str, migrations: Path
+) -> None:
+    initial(database_url, migrations, tmp_path,
+            body=TABLE_T.format(extra=""))
+    ref = write_models(tmp_path / "v2", TABLE_T.format(extra=', sa.UniqueConstraint("x")'),
+                       header=PLAIN)
+    output = refused(database_url, migrations, ref)
+    assert "downgrade: drop_constraint(None, 't', type_='unique')" in output
+    assert "the unique constraint on t (x) has no name in the models" in output
+    assert "give the constraint a name (name=...) or set a naming_convention" in output
+    named = write_models(tmp_path / "v3", TABLE_T.format(
+        extra=', sa.UniqueConstraint("x", name="uq_t_x")'), header=PLAIN)
+    code, output = create(database_url, migrations, named, "named", "--apply")
+    assert code == 0, output
+    downgrade(database_url, migrations)
+
+
+@pytest.mark.parametrize("header", [PLAIN, None], ids=["unnamed", "naming-convention"])
+def test_foreign_key_onto_columns_without_a_unique_key_is_refused(
+    tmp_path: Path, database_url: str, migrations: Path, header: str | None
+) -> None:
+    initial(database_url, migrations, tmp_path, body=TABLE_T.format(extra=""))
+    fk = ', sa.ForeignKeyConstraint(["code"], ["w.code"], name="fk_t_code")'
+    body = W_TABLE.format(unique="") + TABLE_T.format(extra=fk)
+    ref = write_models(tmp_path / "v2", body, **({"header": header} if header else {}))
+    output = refused(database_url, migrations, ref)
+    assert "upgrade: foreign key t → w (code)" in output
+    assert "w (code) is neither its primary key nor covered by a unique constraint" in output
+    assert "add sa.UniqueConstraint('code') to w" in output
+    unique = write_models(tmp_path / "v3", W_TABLE.format(unique=", unique=True")
+                          + TABLE_T.format(extra=fk), **({"header": header} if header else {}))
+    code, output = create(database_url, migrations, unique, "unique", "--apply")
+    assert code == 0, output
+
+
+@pytest.mark.parametrize(
+    ("attempt", "error", "message"),
+    [(lambda op: op.create_index("ix_nothing", "t", []), sa.exc.ProgrammingError,
+      "syntax error"),
+     (lambda op: op.create_foreign_key(None, "t", "w", ["code"], ["code"]),
+      sa.exc.ProgrammingError, "no unique constraint matching given keys"),
+     (lambda op: op.drop_constraint(None, "t", type_="unique"), sa.exc.CompileError,
+      "it has no name")],
+    ids=["index-without-columns", "foreign-key-onto-non-unique", "drop-unnamed-constraint"],
+)
+def test_what_is_refused_fails_when_run(
+    database_url: str, attempt: Callable[[Operations], object], error: type[Exception],
+    message: str,
+) -> None:
+    """The refusals are not opinions: each op, run as Alembic runs it, fails on PostgreSQL."""
+    execute(database_url, "CREATE TABLE w (id int PRIMARY KEY, code text)",
+            "CREATE TABLE t (id int PRIMARY KEY, code text)")
+    engine = db.make_engine(database_url)
+    try:
+        with engine.connect() as conn, pytest.raises(error, match=message):
+            attempt(Operations(MigrationContext.configure(conn)))
+    finally:
+        engine.dispose()
 
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hms"

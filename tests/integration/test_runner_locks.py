@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import psycopg
 import pytest
 
 from tests.fixtures.histories import Revision, write_history
+from tests.fixtures.postgres import PgServer
 from tests.fixtures.runner_cli import (
     LiveRun,
     columns,
@@ -110,6 +112,39 @@ LOG_AGAIN = Revision("t3", "log again", "op.execute(\"INSERT INTO applied_log VA
 
 
 def test_two_runners_never_both_apply(database_url: str, tmp_path: Path) -> None:
+    _second_runner_is_refused(database_url, database_url, tmp_path)
+
+
+@pytest.fixture
+def one_database_two_urls(pg_server: PgServer) -> Iterator[tuple[str, str]]:
+    """`…/name`, and a URL without a database name: libpq takes the user name, the same db."""
+    name = f"same{os.getpid()}"
+    password = "same-Pw-42"
+    with pg_server.admin() as conn:
+        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+    pg_server.create_database(name, owner=name)
+    server = f"postgresql://{name}:{password}@{pg_server.host}:{pg_server.port}"
+    try:
+        yield f"{server}/{name}", server
+    finally:
+        pg_server.drop_database(name)
+        with pg_server.admin() as conn:
+            conn.execute(f"DROP ROLE {name}")
+
+
+def test_two_urls_of_one_database_meet_the_same_lock(
+    one_database_two_urls: tuple[str, str], tmp_path: Path
+) -> None:
+    named, unnamed = one_database_two_urls
+    assert scalar(unnamed, "SELECT current_database()") == scalar(named,
+                                                                  "SELECT current_database()")
+
+    _second_runner_is_refused(named, unnamed, tmp_path)
+
+
+def _second_runner_is_refused(database_url: str, other_url: str, tmp_path: Path) -> None:
+    """While a run through `database_url` is inside a stage, one through `other_url` that does
+    not wait is refused, and a patient one waits, then finds nothing left to do."""
     migrations = write_history(tmp_path, [CREATE_PATIENTS, APPLY_LOG, LOG_AGAIN])
     gate = psycopg.connect(database_url, autocommit=True)
     gate.execute("SELECT pg_advisory_lock(424242)")
@@ -120,8 +155,8 @@ def test_two_runners_never_both_apply(database_url: str, tmp_path: Path) -> None
             "SELECT pid FROM pg_stat_activity WHERE application_name = "
             "'schemashift-migration-lock' AND datname = current_database()").fetchone()
 
-        impatient = run_apply(database_url, migrations, "--lock-wait", "1s")
-        patient = LiveRun(database_url, migrations, "--lock-wait", "60s")
+        impatient = run_apply(other_url, migrations, "--lock-wait", "1s")
+        patient = LiveRun(other_url, migrations, "--lock-wait", "60s")
         patient.wait_for(lambda e: e["event"] == "phase" and "waiting up to" in e["message"])
     finally:
         gate.close()  # lets the first runner finish

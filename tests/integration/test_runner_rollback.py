@@ -225,3 +225,34 @@ def test_verify_models_with_models_that_do_not_load_changes_nothing(
     assert run.exit_code == 2, run
     assert "no_such_models_module" in run.result["message"]
     assert tables(database_url) == set()
+
+
+def test_an_incomplete_downgrade_is_reported_object_by_object(
+    database_url: str, tmp_path: Path
+) -> None:
+    create = Revision("a1", "create t",
+                      'op.create_table("t", sa.Column("code", sa.String(50)))',
+                      'op.drop_table("t")')
+    widen = Revision(
+        "w2", "widen code, add a mood enum and a scratch table",
+        """
+        op.alter_column("t", "code", type_=sa.String(200), existing_type=sa.String(50))
+        op.execute("CREATE TYPE mood AS ENUM ('calm', 'busy')")
+        op.execute("ALTER TABLE t ADD COLUMN mood mood")
+        op.create_table("scratch", sa.Column("id", sa.Integer, primary_key=True))
+        """,
+        'op.drop_column("t", "mood")',  # forgets the type, the width and the table
+    )
+    fails = Revision("f3", "fails", 'op.execute("SELECT 1/0")', "pass")
+    migrations = write_history(tmp_path, [create, widen, fails])
+    assert run_apply(database_url, migrations, "--target", "a1").exit_code == 0
+
+    run = run_apply(database_url, migrations, "--allow", "change-column-type")
+
+    assert run.exit_code == 1, run
+    result = run.result
+    assert (result["outcome"], result["reason"]) == ("Failed", "PartiallyRolledBack"), run
+    assert ("the schema differs from the one before the run: column public.t.code type "
+            "character varying(200), was character varying(50); enum type public.mood still "
+            "exists; table public.scratch still exists.") in result["message"]
+    assert revision(database_url) == "a1"

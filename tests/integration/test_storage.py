@@ -144,11 +144,16 @@ def test_wrong_credentials_are_refused_clearly(
     assert "not-the-secret-key" not in str(error) and s3_server.secret_key not in str(error)
 
 
-def test_missing_bucket(s3_server: S3Server, s3_env: dict[str, str]) -> None:
-    with pytest.raises(errors.InfrastructureError) as caught:
-        s3.ObjectStore.from_environment().check_access(s3.S3Url("no-such-bucket", ""))
-    assert caught.value.reason == reasons.BUCKET_NOT_FOUND
-    assert "no-such-bucket" in str(caught.value) and s3_server.endpoint in str(caught.value)
+@pytest.mark.parametrize("operation", ["check_access", "head"])
+def test_missing_bucket_is_a_configuration_error(s3_server: S3Server, s3_env: dict[str, str],
+                                                 operation: str) -> None:
+    store = s3.ObjectStore.from_environment()
+    with pytest.raises(errors.UsageError) as caught:
+        getattr(store, operation)(s3.S3Url("no-such-bucket", "app/db/x.dump"))
+    error = caught.value
+    assert (error.reason, error.exit_code) == (reasons.BUCKET_NOT_FOUND, 2)
+    assert "bucket 'no-such-bucket' does not exist" in str(error)
+    assert s3_server.endpoint in str(error) and "create the bucket" in str(error)
 
 
 def test_unreachable_endpoint(s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,13 +16,13 @@ from schemashift.runner.options import RunOptions, parse_duration, postgres_ms
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("5s", 5.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), ("0s", 0.0), ("1.5s", 1.5),
-    ("7", 7.0), (3, 3.0),
+    ("1h30m", 5400.0), (3, 3.0),
 ])
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text, name="x") == seconds
 
 
-@pytest.mark.parametrize("text", ["soon", "5 parsecs", "-1s", "", "1d", "s"])
+@pytest.mark.parametrize("text", ["soon", "5 parsecs", "-1s", "", "1d", "s", "7"])
 def test_bad_durations_say_how_to_write_one(text: str) -> None:
     with pytest.raises(errors.UsageError) as caught:
         parse_duration(text, name="lock timeout")
@@ -43,6 +43,7 @@ def test_options_defaults_match_the_cli() -> None:
 @pytest.mark.parametrize("kwargs", [
     {"rollback_policy": "pray"}, {"lint_mode": "loud"}, {"lock_timeout": "0s"},
     {"lock_retries": -1}, {"statement_timeout": "later"}, {"lock_wait": "x"},
+    {"lock_timeout": "99999999999h"}, {"lock_timeout": "1h"}, {"lock_retries": 101},
 ])
 def test_bad_options_are_refused_at_once(kwargs: dict[str, object]) -> None:
     with pytest.raises(errors.UsageError):
@@ -52,7 +53,13 @@ def test_bad_options_are_refused_at_once(kwargs: dict[str, object]) -> None:
 def test_allow_accepts_repeats_lists_and_comma_separated_env_values() -> None:
     assert RunOptions(allow=("drop-column", "rename-table,set-not-null")).allow == (
         "drop-column", "rename-table", "set-not-null")
-    assert RunOptions(allow="a b").allow == ("a", "b")  # type: ignore[arg-type]
+    assert RunOptions(allow="drop-table set-not-null").allow == (  # type: ignore[arg-type]
+        "drop-table", "set-not-null")
+
+
+def test_unknown_rule_names_the_closest_one() -> None:
+    with pytest.raises(errors.UsageError, match="did you mean 'drop-column'"):
+        RunOptions(allow=("drop-colum",))
 
 
 def test_lock_key_is_stable_per_database_and_fits_a_bigint() -> None:

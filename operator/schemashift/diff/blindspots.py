@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -71,16 +72,24 @@ def check_constraints(
     for schema, names in sorted(by_schema.items(), key=lambda item: item[0] or ""):
         reflected = inspector.get_multi_check_constraints(schema=schema, filter_names=names)
         for (_, name), checks in sorted(reflected.items()):
-            warnings += _compare_checks(tables[(schema, name)], checks)
+            warnings += _compare_checks(tables[(schema, name)], checks, inspector.dialect)
     return warnings
 
 
-def _compare_checks(table: sa.Table, reflected: Iterable[Any]) -> list[str]:
+def _compare_checks(
+    table: sa.Table, reflected: Iterable[Any], dialect: sa.engine.Dialect
+) -> list[str]:
     model = [c for c in table.constraints
              if isinstance(c, sa.CheckConstraint) and not _type_bound(c)]
-    model_names = {str(c.name) for c in model if not is_unnamed(c.name)}
     unnamed = sum(1 for c in model if is_unnamed(c.name))
     database_names = {str(check["name"]) for check in reflected}
+    model_names = set()
+    for constraint in model:
+        if is_unnamed(constraint.name):
+            continue
+        spellings = _spellings(constraint, dialect)
+        # Shown as the database spells it when it is there, so both sets line up.
+        model_names.add(next((n for n in spellings if n in database_names), spellings[0]))
     hint = "autogenerate does not compare CHECK constraints; write it in a migration by hand"
     warnings = [
         f"CHECK constraint {name} on {table.fullname} is in the models but not in the database "
@@ -100,6 +109,22 @@ def _compare_checks(table: sa.Table, reflected: Iterable[Any]) -> list[str]:
             f"models but not in the database ({hint}: op.create_check_constraint)"
         )
     return warnings
+
+
+def _spellings(constraint: sa.Constraint, dialect: sa.engine.Dialect) -> list[str]:
+    """The model's name, then the names a database may hold for it when it is past the limit:
+    SQLAlchemy's (cut with a hash suffix, what a generated migration creates) and PostgreSQL's
+    own (cut at 63 bytes, what hand-written SQL creates)."""
+    name = str(constraint.name)
+    limit = dialect.max_identifier_length or 63
+    if len(name.encode()) <= limit:
+        return [name]
+    found = [name]
+    # SQLAlchemy refuses an explicit (unconventional) long name: then only PostgreSQL's cut.
+    with contextlib.suppress(Exception):
+        found.append(str(dialect.identifier_preparer.format_constraint(constraint)).strip('"'))
+    found.append(name.encode()[:limit].decode(errors="ignore"))
+    return found
 
 
 def sequences(conn: Connection, metadata: sa.MetaData, schemas: set[str | None]) -> list[str]:

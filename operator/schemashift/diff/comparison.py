@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from schemashift import db
-from schemashift.diff import blindspots, changes, enums, prefilter, renames, speed
+from schemashift.diff import blindspots, changes, defaults, enums, prefilter, renames, speed
 from schemashift.diff.report import ChangeReport
 from schemashift.project import Project
 
@@ -35,7 +36,8 @@ def detect(project: Project) -> ChangeReport:
     metadata = project.metadata()
     engine = db.make_engine(project.require_database_url())
     with db.connect(engine) as conn:
-        return compare(conn, metadata).report
+        return compare(conn, metadata,
+                       server_defaults=project.compare_server_defaults).report
 
 
 def schemas_in(metadata: sa.MetaData) -> set[str | None]:
@@ -43,7 +45,8 @@ def schemas_in(metadata: sa.MetaData) -> set[str | None]:
 
 
 def migration_context(
-    conn: Connection, metadata: sa.MetaData, skip: frozenset[str] = frozenset()
+    conn: Connection, metadata: sa.MetaData, skip: frozenset[str] = frozenset(),
+    server_defaults: defaults.ServerDefaults | None = None,
 ) -> MigrationContext:
     """`skip`: default-schema tables known to match their models (see prefilter)."""
     schemas = schemas_in(metadata)
@@ -65,7 +68,9 @@ def migration_context(
 
     opts: dict[str, Any] = {
         "compare_type": True,
-        "compare_server_default": speed.compare_server_default,
+        # True, not a callable: Alembic's callable hook crashes on identity and generated
+        # columns; the dialect-level method (replaced by `defaults`) sees plain defaults only.
+        "compare_server_default": True,
         "include_schemas": schemas != {None},
         "include_name": include_name,
         "include_object": include_object,
@@ -73,16 +78,28 @@ def migration_context(
     }
     context = MigrationContext.configure(conn, opts=opts)
     speed.install(context, conn)
+    if server_defaults is None:
+        server_defaults = defaults.ServerDefaults(conn, metadata.tables.values(), enabled=True)
+    server_defaults.install(context)
     return context
 
 
-def compare(conn: Connection, metadata: sa.MetaData, *, shortcut: bool = True) -> Comparison:
-    """`shortcut=False` compares every table through Alembic (tests prove both agree)."""
+def compare(
+    conn: Connection, metadata: sa.MetaData, *, shortcut: bool = True,
+    server_defaults: bool = True,
+) -> Comparison:
+    """`shortcut=False` compares every table through Alembic (tests prove both agree);
+    `server_defaults=False` leaves plain server defaults uncompared (identity and generated
+    columns still are)."""
     unchanged = sorted(prefilter.unchanged_tables(conn, metadata)) if shortcut else []
     # Alembic pre-loads every table's reflection when none is left to compare: keep one in.
     skip = frozenset(unchanged[1:])
-    context = migration_context(conn, metadata, skip)
-    script = produce_migrations(context, metadata)
+    compared = [t for t in metadata.tables.values() if t.schema is not None or t.name not in skip]
+    default_check = defaults.ServerDefaults(conn, compared, enabled=server_defaults)
+    context = migration_context(conn, metadata, skip, default_check)
+    with warnings.catch_warnings(record=True) as alembic_warnings:
+        warnings.simplefilter("always")
+        script = produce_migrations(context, metadata)
     assert script.upgrade_ops is not None
     diffs = script.upgrade_ops.as_diffs()
     inspector = sa.inspect(conn)
@@ -93,7 +110,8 @@ def compare(conn: Connection, metadata: sa.MetaData, *, shortcut: bool = True) -
     column_renames, table_renames = _renames(diffs, conn.dialect)
     report = ChangeReport(
         changes=found,
-        warnings=_warnings(conn, inspector, metadata, diffs),
+        warnings=_warnings(conn, inspector, metadata, diffs) + default_check.warnings()
+        + _alembic_warnings(alembic_warnings),
         suggestions=[r.suggestion("column") for r in column_renames]
         + [r.suggestion("table") for r in table_renames],
     ).sorted()
@@ -120,6 +138,12 @@ def _warnings(
         + blindspots.check_constraints(inspector, metadata, both)
         + blindspots.sequences(conn, metadata, schemas_in(metadata))
     )
+
+
+def _alembic_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """What Alembic and SQLAlchemy warned about while comparing (e.g. a generated column's
+    expression that differs and cannot be altered), in the report instead of on stderr."""
+    return list(dict.fromkeys(f"autogenerate: {w.message}" for w in caught))
 
 
 def _renames(

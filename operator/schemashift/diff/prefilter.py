@@ -76,10 +76,10 @@ def _database_default(column: dict[str, Any], table: str, owned: dict[str, str])
     default = column.get("default")
     if default is None:
         return None
-    match = speed._NEXTVAL.match(default)
+    match = speed.NEXTVAL.match(default)
     if match and owned.get(match.group(1)) == column["name"]:
         return None  # SERIAL: the model has no server default for it either
-    literal = speed._CAST_LITERAL.match(default)
+    literal = speed.CAST_LITERAL.match(default)
     return f"'{literal.group(1)}'" if literal else str(default)
 
 

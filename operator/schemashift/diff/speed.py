@@ -3,8 +3,7 @@
 With 1,000 tables, Alembic's bulk reflection is quick, but two checks still cost a server round
 trip per column: whether a `nextval()` default belongs to a SERIAL column (one query per integer
 column with a sequence default) and whether two server defaults are equal (`SELECT a = b`). The
-first is answered for all columns with one query; the second is skipped when the defaults are
-textually the same literal (`'0'::numeric` vs. `0`), else Alembic's own check still runs.
+first is answered for all columns with one query; the second by `defaults` (one batch per run).
 """
 
 from __future__ import annotations
@@ -27,8 +26,8 @@ _OWNED_SEQUENCES = sa.text(
     WHERE c.relkind = 'S'
     """
 )
-_NEXTVAL = re.compile(r"nextval\('(.+?)'::regclass\)")
-_CAST_LITERAL = re.compile(r"^'((?:[^']|'')*)'::[\w .\"]+(?:\(\d+(?:,\s*\d+)?\))?(?:\[\])?$")
+NEXTVAL = re.compile(r"nextval\('(.+?)'::regclass\)")
+CAST_LITERAL = re.compile(r"^'((?:[^']|'')*)'::[\w .\"]+(?:\(\d+(?:,\s*\d+)?\))?(?:\[\])?$")
 
 
 def serial_columns(conn: Connection) -> dict[str, str]:
@@ -43,22 +42,8 @@ def install(context: MigrationContext, conn: Connection) -> None:
         # Same rule as Alembic's PostgresqlImpl.autogen_column_reflect, without a query each.
         default = column_info.get("default")
         if default and isinstance(column_info["type"], sa.Integer):
-            match = _NEXTVAL.match(default)
+            match = NEXTVAL.match(default)
             if match and owned.get(match.group(1)) == column_info["name"]:
                 del column_info["default"]
 
     context.impl.autogen_column_reflect = autogen_column_reflect  # type: ignore[method-assign]
-
-
-def compare_server_default(
-    context: MigrationContext, inspected_column: Any, metadata_column: Any,
-    inspected_default: str | None, metadata_default: Any, rendered_metadata_default: str | None,
-) -> bool | None:
-    """False when both sides are the same literal; None lets Alembic decide (it may query)."""
-    if inspected_default is None or metadata_default is None:
-        return None
-    arg = getattr(metadata_default, "arg", None)
-    match = _CAST_LITERAL.match(inspected_default)
-    if isinstance(arg, str) and match and match.group(1).replace("''", "'") == arg:
-        return False
-    return None

@@ -15,9 +15,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from schemashift import db, errors, reasons, redact, scripts
+from schemashift import db, errors, locations, reasons, redact, scripts
 from schemashift.diff import comparison
-from schemashift.generate import enum_ops, rewrite, scaffold
+from schemashift.generate import checks, enum_ops, rewrite, scaffold
 from schemashift.project import Project
 
 # YYYYMMDDHHMMSS_<rev8>_<slug>.py; {rev8} is filled in before Alembic sees the template.
@@ -35,25 +35,23 @@ def create_model_migration(
     metadata = project.metadata()
     url = project.require_database_url()
     migrations_dir = project.require_migrations_dir()
-    fresh = scaffold.needs_scaffold(migrations_dir)
+    script_dir = locations.locate(migrations_dir).script_dir  # --migrations may name an ini
+    fresh = scaffold.needs_scaffold(script_dir)
     engine = db.make_engine(url)
     with db.connect(engine) as conn:
         script = None if fresh else scripts.script_directory(
             scripts.alembic_config(migrations_dir, url))
         head = scripts.single_head(script) if script else None
         _require_at_head(conn, head, metadata)
-        migration = _migration_script(conn, metadata, parsed_renames)
+        migration = _migration_script(conn, metadata, parsed_renames,
+                                      project.compare_server_defaults)
+        checks.refuse_rejected(metadata, migration)
         if fresh:
-            scaffold.scaffold(migrations_dir)
+            scaffold.scaffold(script_dir)
             script = scripts.script_directory(scripts.alembic_config(migrations_dir, url))
         assert script is not None
-        if not (Path(script.dir) / "script.py.mako").is_file():
-            raise errors.UsageError(
-                f"migrations directory {script.dir} has no script.py.mako",
-                hint="restore the revision template, or remove the directory and rerun "
-                     "create-model-migration to initialise it",
-            )
-        path = _write(script, conn, metadata, migration, message.strip(), head)
+        path = _write(scaffold.with_template(script), conn, metadata, migration,
+                      message.strip(), head)
     if apply:
         _upgrade(migrations_dir, url, path)
     return path
@@ -112,9 +110,10 @@ def _has_user_tables(conn: Connection, metadata: sa.MetaData) -> bool:
 
 
 def _migration_script(
-    conn: Connection, metadata: sa.MetaData, renames: list[tuple[str, str]]
+    conn: Connection, metadata: sa.MetaData, renames: list[tuple[str, str]],
+    server_defaults: bool = True,
 ) -> ops.MigrationScript:
-    found = comparison.compare(conn, metadata)
+    found = comparison.compare(conn, metadata, server_defaults=server_defaults)
     if not found.report.has_changes:
         raise errors.UsageError(
             "no schema changes detected: the database already matches the models, so there is "

@@ -60,6 +60,7 @@ class MigrationSpec:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
     image_pull_secrets: tuple[str, ...] = ()
+    priority_class: str = ""
     ttl_seconds_after_finished: int = 86400
 
     @classmethod
@@ -94,6 +95,7 @@ class MigrationSpec:
             node_selector=job.get("nodeSelector") or {},
             tolerations=tuple(job.get("tolerations") or ()),
             image_pull_secrets=tuple(s["name"] for s in job.get("imagePullSecrets") or ()),
+            priority_class=job.get("priorityClassName") or "",
             ttl_seconds_after_finished=int(job.get("ttlSecondsAfterFinished", 86400)),
         )
 

@@ -5,6 +5,7 @@ Runs standalone (no kopf peering): deploy one replica with the Recreate strategy
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -13,12 +14,13 @@ def run(namespaces: list[str], liveness: str | None, metrics_port: int,
     """Serve metrics, then run kopf until SIGTERM/SIGINT (watching `namespaces`, else all)."""
     import kopf
 
-    from schemashift.kube import client
+    from schemashift.kube import client, policy
     from schemashift.operator import handlers, metrics, reconcile
 
     kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object")
     handlers.CONTEXT = reconcile.Context(api=client.KubeApi(), job_image=job_image,
-                                         metrics=metrics.PrometheusMetrics())
+                                         metrics=metrics.PrometheusMetrics(),
+                                         policy=policy.from_env(os.environ))
     if metrics_port:
         metrics.serve(metrics_port)
 

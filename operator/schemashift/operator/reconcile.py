@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 from schemashift import progress, reasons, redact
 from schemashift.kube import conditions, jobspec, resource
+from schemashift.kube import policy as kpolicy
 from schemashift.kube import status as kstatus
 
 Body = Mapping[str, Any]
@@ -50,6 +51,9 @@ class NoMetrics:
 class Context:
     api: Api
     job_image: str | None = None
+    # schemashift.operator.run always sets it (strict unless the admin relaxed it); None skips
+    # the check, for unit tests of other concerns.
+    policy: kpolicy.Policy | None = None
     metrics: Metrics = field(default_factory=NoMetrics)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     announced: dict[str, str] = field(default_factory=dict)  # uid → last phase announced
@@ -141,6 +145,9 @@ async def validate(
     if not (spec.image or ctx.job_image):
         return reasons.IMAGE_NOT_SET, ("spec.migrations.image is empty and the operator has no "
                                        "default --job-image: set spec.migrations.image")
+    denied = [] if ctx.policy is None else kpolicy.check(ctx.policy, spec, ctx.job_image)
+    if denied:  # before any Secret is looked at: a refused spec learns nothing about them
+        return reasons.POLICY_DENIED, kpolicy.describe(denied)
     for name, keys in spec.secret_keys().items():
         found = await ctx.api.secret_keys(namespace, name)
         if found is None:

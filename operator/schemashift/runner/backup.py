@@ -10,21 +10,29 @@ The dump is uploaded (multipart) to the `.partial` key, read back (size + sha256
 (sha256, size, verified-at, …) and the `.partial` is deleted. So a `.dump` key exists only for a
 verified backup; a killed run leaves at most an incomplete multipart upload or a `.partial`, which
 listing and restore ignore. Object metadata (x-amz-meta-*) names are the META_* constants below.
+
+Leftovers of interrupted runs (killed, or stalled storage) are removed by the next backup of the
+same database to the same prefix: only keys of this layout ending in `.partial`, and only those
+started more than ABANDONED_AFTER before it, since a backup of the same database may be running
+concurrently (a `schemashift backup` holds no migration lock) and a large one takes hours. Each
+removal, and each younger leftover kept, is reported in a `backup_cleanup` event.
 """
 
 from __future__ import annotations
 
-import contextlib
+import os
 import re
 import subprocess
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 from schemashift import db, errors, progress, reasons, scripts
 from schemashift.project import Project
 from schemashift.runner import pgrestore, pgtools
+from schemashift.runner.options import parse_duration
 from schemashift.runner.pgtools import check_pg_dump_version, find_pg_tool
 from schemashift.storage import s3
 from schemashift.storage.upload import MultipartUpload, UploadedStream
@@ -46,7 +54,10 @@ META_SIZE = "schemashift-size"
 META_VERIFIED_AT = "schemashift-verified-at"
 META_TOC_ENTRIES = "schemashift-toc-entries"
 PROGRESS_INTERVAL_SECONDS = 2.0
+ABANDONED_AFTER = timedelta(hours=6)
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
+_PARTIAL_NAME = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[A-Za-z0-9_.\-]+" + re.escape(BACKUP_SUFFIX)
+                           + re.escape(PARTIAL_SUFFIX) + "$")
 
 
 class Progress:
@@ -58,10 +69,22 @@ class Progress:
         self.url = url
         self.started = time.monotonic()
         self.last = self.started
+        self.done = 0
 
     def __call__(self, done: int) -> None:
+        self.done = done
         if time.monotonic() - self.last >= PROGRESS_INTERVAL_SECONDS:
             self.emit("InProgress", done)
+
+    def waiting_on(self, store: s3.ObjectStore) -> None:
+        """While `store` moves no data, say so every PROGRESS_INTERVAL_SECONDS."""
+        def waiting(idle: float) -> None:
+            if time.monotonic() - self.last >= PROGRESS_INTERVAL_SECONDS:
+                self.emit("InProgress", self.done, waitingSeconds=round(idle),
+                          message=f"object storage at {store.endpoint} has moved no data for "
+                                  f"{idle:.0f}s (the run gives up at {store.stall_seconds:g}s)")
+
+        store.on_wait = waiting
 
     def emit(self, state: str, done: int, **extra: object) -> None:
         self.last = time.monotonic()
@@ -77,19 +100,41 @@ def backup_key(database: str, from_revision: str | None, when: datetime | None =
     return f"{quote(database, safe='')}/{stamp}-{revision}{BACKUP_SUFFIX}"
 
 
+def open_store() -> s3.ObjectStore:
+    """The object store boto3's configuration names, with our stall limit; bad settings are
+    usage errors raised before anything connects."""
+    value = os.environ.get(s3.STALL_TIMEOUT_ENV, "").strip()
+    seconds = parse_duration(value, name=s3.STALL_TIMEOUT_ENV) if value else \
+        s3.DEFAULT_STALL_SECONDS
+    if seconds <= 0:
+        raise errors.UsageError(f"{s3.STALL_TIMEOUT_ENV} must be greater than zero, not "
+                                f"{value!r}", hint="e.g. 30s or 2m")
+    return s3.ObjectStore.from_environment(stall_seconds=seconds)
+
+
+def check_destination(backup_url: str) -> None:
+    """Preflight: the backup URL and the storage settings are usable (nothing connects)."""
+    s3.parse_url(backup_url, prefix=True)
+    open_store()
+
+
 def take_backup(database_url: str, backup_url: str, *, from_revision: str | None,
                 reporter: progress.Reporter, pg_bin_dir: Path | None = None
                 ) -> progress.BackupStatus:
     """Dump the database into object storage; returns only a verified backup."""
     destination = s3.parse_url(backup_url, prefix=True)
-    store = s3.ObjectStore.from_environment()
+    store = open_store()
+    database = db.parse_url(database_url).database or ""
+    started = datetime.now(UTC)
+    final = destination.child(backup_key(database, from_revision, started))
+    partial = s3.S3Url(final.bucket, final.key + PARTIAL_SUFFIX)
+    meter = Progress(reporter, "backup", str(final))
+    meter.waiting_on(store)
     store.check_access(destination)
     server_version_num = _server_version_num(database_url)
     pg_dump_version = check_pg_dump_version(server_version_num, pg_bin_dir)
     find_pg_tool("pg_restore", pg_bin_dir)  # needed to verify: fail before dumping, not after
-    database = db.parse_url(database_url).database or ""
-    final = destination.child(backup_key(database, from_revision))
-    partial = s3.S3Url(final.bucket, final.key + PARTIAL_SUFFIX)
+    find_pg_tool("psql", pg_bin_dir)  # a rollback by restore runs the restore through psql
     metadata = {
         META_DATABASE: quote(database, safe=""),
         META_FROM_REVISION: quote(from_revision or "base", safe=""),
@@ -97,8 +142,9 @@ def take_backup(database_url: str, backup_url: str, *, from_revision: str | None
         META_SERVER_VERSION: pgtools.server_version_text(server_version_num),
         META_STARTED_AT: progress.now(),
     }
-    meter = Progress(reporter, "backup", str(final))
     meter.emit("InProgress", 0)
+    clean_abandoned(store, destination.child(quote(database, safe="") + "/"),
+                    started - ABANDONED_AFTER, reporter)
     uploaded = _dump_into(store, partial, metadata, database_url, meter, pg_bin_dir)
     meter.emit("Uploaded", uploaded.size, sha256=uploaded.sha256)
     try:
@@ -142,7 +188,7 @@ def _dump_into(store: s3.ObjectStore, partial: s3.S3Url, metadata: dict[str, str
     assert process.stdout is not None and process.stderr is not None
     stderr = pgtools.OutputTail(process.stderr)
     try:
-        uploaded = upload.send(process.stdout, meter)
+        uploaded = upload.send(process.stdout, meter, store.on_wait)
         returncode = process.wait()
         if returncode != 0:
             raise errors.MigrationFailed(
@@ -195,9 +241,63 @@ def _verify(store: s3.ObjectStore, partial: s3.S3Url, uploaded: UploadedStream,
 
 
 def _delete_quietly(store: s3.ObjectStore, url: s3.S3Url) -> None:
-    # A leftover .partial is never taken for a backup: failing to delete it is no failure.
-    with contextlib.suppress(errors.SchemashiftError):
-        store.delete(url)
+    # A leftover .partial is never taken for a backup (and the next backup removes it).
+    store.discard(lambda: store.delete(url))
+
+
+def clean_abandoned(store: s3.ObjectStore, folder: s3.S3Url, before: datetime,
+                    reporter: progress.Reporter) -> list[str]:
+    """Remove `.partial` objects and incomplete uploads of this layout in `folder` (one
+    database's) started before `before`; report them and the younger ones kept. Returns the
+    URLs removed. Best effort: a store that cannot list uploads does not stop the backup."""
+    def ours(url: s3.S3Url) -> bool:
+        rest = url.key.removeprefix(folder.key)
+        return url.key.startswith(folder.key) and "/" not in rest and bool(
+            _PARTIAL_NAME.match(rest))
+
+    removed: list[str] = []
+    kept: list[str] = []
+    try:
+        uploads = [u for u in store.pending_uploads(folder) if ours(u.url)]
+        partials = [o for o in store.list(folder) if ours(o.url)]
+    except errors.SchemashiftError as exc:
+        if exc.reason == reasons.STORAGE_STALLED:
+            raise
+        reporter.emit("backup_cleanup", prefix=str(folder), removed=[], kept=[],
+                      message=f"could not list leftovers of earlier runs: {exc.args[0]}")
+        return removed
+    found = [(f"{u.url} (incomplete upload {u.upload_id})", u.initiated,
+              lambda u=u: store.abort_upload(u)) for u in uploads]
+    found += [(str(o.url), o.last_modified, lambda o=o: store.delete(o.url)) for o in partials]
+    for name, started, remove in found:
+        if datetime.fromisoformat(started) < before and _removed(remove):
+            removed.append(name)
+        else:
+            kept.append(name)
+    if removed or kept:
+        reporter.emit("backup_cleanup", prefix=str(folder), removed=removed, kept=kept,
+                      message=_cleanup_message(removed, kept))
+    return removed
+
+
+def _removed(remove: Callable[[], None]) -> bool:
+    try:
+        remove()
+    except errors.SchemashiftError as exc:
+        if exc.reason == reasons.STORAGE_STALLED:
+            raise
+        return False  # e.g. the key may write but not delete: kept, and reported as kept
+    return True
+
+
+def _cleanup_message(removed: list[str], kept: list[str]) -> str:
+    text = f"removed {len(removed)} leftover(s) of interrupted backups"
+    if kept:
+        hours = ABANDONED_AFTER.total_seconds() / 3600
+        text += (f"; kept {len(kept)} younger than {hours:g}h (a backup may still be writing "
+                 "them); when none is running, remove them with `aws s3 rm URL` or "
+                 "`aws s3api abort-multipart-upload --bucket B --key K --upload-id ID`")
+    return text
 
 
 def list_backups(backup_url: str, database: str | None = None) -> list[s3.ObjectInfo]:
@@ -209,7 +309,7 @@ def list_backups(backup_url: str, database: str | None = None) -> list[s3.Object
     prefix = s3.parse_url(backup_url, prefix=True)
     if database is not None:
         prefix = prefix.child(quote(database, safe="") + "/")
-    store = s3.ObjectStore.from_environment()
+    store = open_store()
     candidates = [o for o in store.list(prefix) if o.url.key.endswith(BACKUP_SUFFIX)]
     verified = [info for info in map(store.head, (o.url for o in candidates))
                 if META_VERIFIED_AT in info.metadata]
@@ -218,11 +318,14 @@ def list_backups(backup_url: str, database: str | None = None) -> list[s3.Object
 
 def restore_backup(database_url: str, object_url: str, *, clean: bool, jobs: int,
                    reporter: progress.Reporter, pg_bin_dir: Path | None = None) -> None:
-    """Restore a verified backup into the database (empty, or existing with `clean`)."""
+    """Restore a verified backup into the database (empty, or existing with `clean`: then
+    everything in it is replaced, in one transaction when `jobs` is 1)."""
     source = s3.parse_url(object_url)
     if jobs < 1:
         raise errors.UsageError(f"--jobs must be at least 1, not {jobs}")
-    store = s3.ObjectStore.from_environment()
+    store = open_store()
+    meter = Progress(reporter, "restore", str(source))
+    meter.waiting_on(store)
     info = store.head(source)
     if source.key.endswith(PARTIAL_SUFFIX) or META_VERIFIED_AT not in info.metadata \
             or META_SHA256 not in info.metadata:
@@ -232,7 +335,7 @@ def restore_backup(database_url: str, object_url: str, *, clean: bool, jobs: int
                  "unfinished uploads", reason=reasons.BACKUP_NOT_VERIFIED)
     pgrestore.run_restore(
         store, info, expected_sha256=info.metadata[META_SHA256], database_url=database_url,
-        clean=clean, jobs=jobs, meter=Progress(reporter, "restore", str(source)),
+        clean=clean, jobs=jobs, meter=meter,
         pg_bin_dir=pg_bin_dir)
 
 

@@ -4,6 +4,12 @@ Session-level (not transaction-level) because `autocommit_block()` commits the m
 transaction; on its own connection so that nothing the migration does can release it. The key
 is a stable 64-bit hash of the database name (Rails/Flyway style), the same in every version of
 schemashift and of PostgreSQL (`hashtext` is not guaranteed stable across major versions).
+
+The name is the one the server reports (`current_database()`), never the URL's text: two URLs
+reach one database in many ways (no database name, which libpq resolves to the user name;
+`?dbname=`, a service file, PGDATABASE), and all of them must meet the same lock. Advisory locks
+are per database already; hashing the reported name keeps the key older versions derived from
+a URL that named the database.
 """
 
 from __future__ import annotations
@@ -100,9 +106,9 @@ def migration_lock(
     Waits up to `wait_seconds` for another runner to finish, then refuses with who holds it.
     """
     engine = _lock_engine(database_url)
-    key = lock_key(db.parse_url(database_url).database or "")
     with db.connect(engine) as conn:
         conn.exec_driver_sql(f"SET application_name = '{LOCK_APPLICATION_NAME}'")
+        key = lock_key(conn.execute(sa.text("SELECT current_database()")).scalar_one())
         deadline = time.monotonic() + wait_seconds
         announced = False
         while not conn.execute(

@@ -20,7 +20,7 @@ from schemashift import db, diff, errors, plan, progress, reasons, redact, scrip
 from schemashift.progress import BackupStatus, Outcome, Phase, Reporter, RunResult, StageStatus
 from schemashift.project import Project
 from schemashift.runner import backup as backup_engine
-from schemashift.runner import lock, rollback
+from schemashift.runner import lock, rollback, schema_snapshot
 from schemashift.runner.options import RunOptions, parse_duration
 from schemashift.runner.report import HumanReporter, local_reporter, write_termination_message
 from schemashift.runner.stages import (
@@ -29,7 +29,6 @@ from schemashift.runner.stages import (
     describe,
     invalid_indexes,
 )
-from schemashift.storage import s3
 
 if TYPE_CHECKING:
     from schemashift.plan import Plan, Stage
@@ -145,8 +144,8 @@ class _Run:
     def _check_policy(self) -> None:
         if self.options.verify_models:
             self.project.metadata()  # a models module that does not load fails before changes
-        if self.options.backup_url:
-            s3.parse_url(self.options.backup_url, prefix=True)
+        if self.options.backup_url:  # URL, endpoint, region, stall limit: before connecting
+            backup_engine.check_destination(self.options.backup_url)
         if self.options.dry_run:
             return
         if self.project.environment == "production" and not self.options.backup_url:
@@ -186,7 +185,7 @@ class _Run:
         undo = rollback.Rollback(
             migrator=migrator, database_url=migrator.database_url,
             from_revision=self.from_revision, boundaries=_boundaries(the_plan),
-            backup=self.backup, objects_before=rollback.snapshot_objects(migrator.connection),
+            backup=self.backup, schema_before=schema_snapshot.take(migrator.connection),
             reporter=self.reporter,
         )
         try:
@@ -266,41 +265,35 @@ class _Run:
     # -- stages, verify, rollback --------------------------------------------------------------
 
     def _migrate(self, the_plan: Plan, migrator: Migrator, held: lock.MigrationLock) -> None:
+        """One Alembic command for all stages (see runner/stages.py); the checkpoints between
+        revisions report each stage and stop the command when the lock is lost."""
         self._phase("Migrating", f"applying {len(the_plan.stages)} stage(s)")
-        for stage, status in zip(the_plan.stages, self.stages, strict=True):
-            if not held.still_held():
-                raise _LockLost(stage.name)
-            before = rollback.snapshot_objects(migrator.connection) if stage.autocommit else None
-            self._stage(status, "Running", startedAt=progress.now(), attempts=1)
-            try:
-                attempts = migrator.upgrade(stage.target)
-                self.current = migrator.current()
-            except (Exception, KeyboardInterrupt) as caught:
-                exc = _interrupted(caught) if isinstance(caught, KeyboardInterrupt) else caught
-                count = exc.attempts if isinstance(exc, LockRetriesExhausted) else status.attempts
-                self._stage(status, "Failed", finishedAt=progress.now(), attempts=count,
-                            message=describe(exc, self._password()))
-                raise _StageFailed(exc, status, before) from exc
-            if self.current != stage.target:
+        checkpoints = _Checkpoints(self, list(zip(the_plan.stages, self.stages, strict=True)),
+                                   migrator, held)
+        try:
+            migrator.upgrade(the_plan.stages[-1].target, checkpoints)
+        except (_StageFailed, _LockLost):
+            raise
+        except (Exception, KeyboardInterrupt) as caught:
+            raise checkpoints.failed(caught) from caught
+        self.current = migrator.current()
+        for stage, status in checkpoints.stages:
+            if status.state != "Succeeded":
                 self._stage(status, "Failed", finishedAt=progress.now(),
                             message=f"database records {self.current}, not {stage.target}")
                 raise _StageFailed(errors.MigrationFailed(
                     f"stage {stage.name} ended with the database at {self.current or 'base'} "
-                    f"instead of {stage.target}"), status, before)
-            if before is not None:
-                self._check_indexes(migrator, stage, status, before, attempts.count)
-            self._stage(status, "Succeeded", finishedAt=progress.now(), attempts=attempts.count)
+                    f"instead of {stage.target}"), status, checkpoints.before.get(stage.target))
 
     def _check_indexes(self, migrator: Migrator, stage: Stage, status: StageStatus,
-                       before: frozenset[rollback.ObjectKey], attempts: int) -> None:
-        invalid = sorted(invalid_indexes(migrator.connection) - before)
+                       before: frozenset[rollback.ObjectKey]) -> None:
+        invalid = sorted(invalid_indexes(migrator.witness) - before)
         if not invalid:
             return
         names = ", ".join(f"{schema}.{name}" for schema, name, _ in invalid)
         message = (f"left the invalid index(es) {names}: a CREATE INDEX CONCURRENTLY was "
                    "interrupted (an IF NOT EXISTS retry then skips it)")
-        self._stage(status, "Failed", finishedAt=progress.now(), attempts=attempts,
-                    message=message)
+        self._stage(status, "Failed", finishedAt=progress.now(), message=message)
         # The revision is stamped: its downgrade is the precise undo.
         raise _StageFailed(errors.MigrationFailed(f"stage {stage.name} {message}"), status)
 
@@ -343,10 +336,11 @@ class _Run:
             if status.state == "Succeeded" and status.revision in done.undone:
                 self._stage(status, "RolledBack")
         # The cause names the run's reason when it is one a user acts on (retry later, fix
-        # the models); a failed rollback always wins, since the database needs a human then.
+        # the models); a failed or partial rollback always wins: the database needs a human.
         cause_reason = getattr(failure.cause, "reason", None)
         reason = done.reason
-        if done.reason != reasons.ROLLBACK_FAILED and cause_reason in (
+        needs_human = done.reason in (reasons.ROLLBACK_FAILED, reasons.PARTIALLY_ROLLED_BACK)
+        if not needs_human and cause_reason in (
                 reasons.LOCK_RETRIES_EXHAUSTED, reasons.VERIFY_FAILED, reasons.INTERRUPTED):
             reason = cause_reason
         undone = ", ".join(done.undone) if done.undone else "nothing"
@@ -431,6 +425,61 @@ class _Run:
         except Exception:
             pass
         return self.current
+
+
+@dataclass
+class _Checkpoints:
+    """The stages' states as the one upgrade command commits and starts their revisions."""
+
+    run: _Run
+    stages: list[tuple[Stage, StageStatus]]
+    migrator: Migrator
+    held: lock.MigrationLock
+    # Objects before an autocommit stage's first attempt (a retry must not hide what it left).
+    before: dict[str, frozenset[rollback.ObjectKey]] = field(default_factory=dict)
+
+    def starting(self, revision: str) -> None:
+        stage, status = self._stage_of(revision)
+        if not self.held.still_held():
+            raise _LockLost(stage.name)
+        if status.state == "Running":  # a lock retry resumes it
+            return
+        if stage.autocommit:
+            self.before[revision] = rollback.snapshot_objects(self.migrator.witness)
+        self.run._stage(status, "Running", startedAt=progress.now(), attempts=1)
+
+    def committed(self, revision: str | None) -> None:
+        self.run.current = revision
+        done = [s.target for s, _ in self.stages]
+        upto = done.index(revision) + 1 if revision in done else 0
+        for stage, status in self.stages[:upto]:
+            if status.state != "Running":
+                continue
+            if stage.target in self.before:
+                self.run._check_indexes(self.migrator, stage, status, self.before[stage.target])
+            self.run._stage(status, "Succeeded", finishedAt=progress.now())
+
+    def failed(self, caught: BaseException) -> _StageFailed:
+        exc = _interrupted(caught) if isinstance(caught, KeyboardInterrupt) else caught
+        running = [pair for pair in self.stages if pair[1].state == "Running"]
+        pending = [pair for pair in self.stages if pair[1].state == "Pending"]
+        if not running and not pending:
+            return _StageFailed(exc, None)
+        stage, status = running[-1] if running else pending[0]
+        for _, uncommitted in running[:-1]:  # an env.py that runs all in one transaction
+            self.run._stage(uncommitted, "Pending", startedAt=None,
+                            message=f"not committed: rolled back with stage {stage.name}")
+        count = exc.attempts if isinstance(exc, LockRetriesExhausted) else status.attempts
+        self.run._stage(status, "Failed", finishedAt=progress.now(), attempts=max(count, 1),
+                        message=describe(exc, self.run._password()))
+        return _StageFailed(exc, status, self.before.get(stage.target))
+
+    def _stage_of(self, revision: str) -> tuple[Stage, StageStatus]:
+        for stage, status in self.stages:
+            if stage.target == revision:
+                return stage, status
+        raise errors.MigrationFailed(f"Alembic started revision {revision}, which is not in "
+                                     "the plan")
 
 
 def _boundaries(the_plan: Plan) -> list[tuple[str | None, list[str]]]:

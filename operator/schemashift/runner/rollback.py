@@ -1,7 +1,12 @@
 """Undoing a failed run per policy: downgrade the committed stages, restore the backup, or stop.
 
 Whatever happens, the outcome names the revision the database is at afterwards (read back from
-the database, never assumed) and the revisions that were undone.
+the database, never assumed) and the revisions that were undone. After any rollback the schema
+is compared with the snapshot taken before the run: a downgrade that is `pass` or incomplete
+leaves tables, columns or types behind although `alembic_version` is back. Such a difference is
+reported object by object (PartiallyRolledBack), after falling back to the verified backup when
+there is one. A restore is atomic (pgrestore): when it fails, the database is as it was before
+the restore, and the comparison says what of the run is still in place.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ from sqlalchemy.engine import Connection
 from schemashift import reasons
 from schemashift.progress import BackupStatus, Reporter
 from schemashift.runner import backup as backup_engine
+from schemashift.runner import schema_snapshot
 from schemashift.runner.stages import Migrator, describe
 
 ObjectKey = tuple[str, str, str]
 
-# Everything a migration may have created that a `pg_restore --clean` of an older dump leaves
-# behind (it only drops what is in the archive). Extension members belong to their extension.
+# What a stage with an autocommit block may commit outside a transaction (the pipeline takes
+# this before such a stage; a leftover means no downgrade can be trusted to undo it).
+# Extension members belong to their extension.
 _OBJECTS_SQL = """
 SELECT n.nspname, c.relname, c.relkind::text FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -42,14 +49,6 @@ UNION ALL
 SELECT nspname, '', 'N' FROM pg_namespace
  WHERE nspname <> 'information_schema' AND nspname NOT LIKE 'pg\\_%'
 """
-
-_DROP_ORDER = {"v": 0, "m": 1, "f": 2, "r": 3, "p": 3, "i": 4, "I": 4, "S": 5, "T": 6, "N": 7}
-_DROP_KIND = {
-    "v": "VIEW", "m": "MATERIALIZED VIEW", "f": "FOREIGN TABLE", "r": "TABLE", "p": "TABLE",
-    "i": "INDEX", "I": "INDEX", "S": "SEQUENCE", "T": "TYPE", "N": "SCHEMA",
-}
-_KIND_NAME = {**{k: v.lower() for k, v in _DROP_KIND.items()}}
-
 
 def snapshot_objects(connection: Connection) -> frozenset[ObjectKey]:
     try:
@@ -79,8 +78,9 @@ class Rollback:
     from_revision: str | None
     boundaries: list[tuple[str | None, list[str]]]  # (revision before the stage, its revisions)
     backup: BackupStatus | None
-    objects_before: frozenset[ObjectKey]
+    schema_before: schema_snapshot.Snapshot
     reporter: Reporter
+    _restored: bool = field(default=False, init=False)  # a restore was tried
 
     def run(self, policy: str, *,
             objects_before_stage: frozenset[ObjectKey] | None = None) -> RollbackOutcome:
@@ -88,28 +88,39 @@ class Rollback:
         autocommit block: what it committed outside a transaction (no downgrade and no
         rollback undoes that) is found by comparing with what existed before it."""
         applied = self._applied(self.migrator.current())
-        leftovers: list[ObjectKey] = []
-        if objects_before_stage is not None:
-            leftovers = sorted(snapshot_objects(self.migrator.connection) - objects_before_stage)
+        leftovers = objects_before_stage is not None and bool(
+            snapshot_objects(self.migrator.connection) - objects_before_stage)
         done = self._undo(policy, applied, leftovers)
-        remaining = set(leftovers) & snapshot_objects(self.migrator.connection)
-        if objects_before_stage is not None and not remaining:
+        if done.reason == reasons.NOT_ROLLED_BACK:
+            return done
+        differences = self._differences()
+        if differences and policy != "none" and self.backup is not None \
+                and not self._restored:
+            done = self._restore_outcome(
+                f"{done.message}, but the schema still differed from before the run "
+                f"({schema_snapshot.summary(differences)})", applied, instead=True)
+            differences = self._differences()
+        if differences:
+            done.message += ("; the schema differs from the one before the run: "
+                             + schema_snapshot.summary(differences))
+            done.outcome = "Failed"
+            if done.reason != reasons.ROLLBACK_FAILED:
+                done.reason = reasons.PARTIALLY_ROLLED_BACK
+        elif objects_before_stage is not None and not self._restored:
             done.message += ("; the failed stage had an autocommit block: no object of it "
                              "remains, but data it changed outside a transaction stays changed")
-        elif remaining:
-            names = ", ".join(_describe_object(o) for o in sorted(remaining))
-            done.message += f"; left behind by the failed stage's autocommit block: {names}"
-            if done.outcome == "RolledBack":
-                done.outcome, done.reason = "Failed", reasons.PARTIALLY_ROLLED_BACK
         return done
 
-    def _undo(self, policy: str, applied: list[str],
-              leftovers: list[ObjectKey]) -> RollbackOutcome:
+    def _differences(self) -> list[str]:
+        return schema_snapshot.differences(self.schema_before,
+                                           schema_snapshot.take(self.migrator.connection))
+
+    def _undo(self, policy: str, applied: list[str], leftovers: bool) -> RollbackOutcome:
         restorable = self.backup is not None and policy != "none"
         if leftovers and restorable:
-            note = "restored the backup" if policy == "restore" else (
+            note = "" if policy == "restore" else (
                 "the failed stage committed part of an autocommit block, which no downgrade "
-                "undoes; restored the backup")
+                "undoes")
             return self._restore_outcome(note, applied)
         if not applied:
             return self._outcome("RolledBack", reasons.ROLLED_BACK_TRANSACTION,
@@ -119,7 +130,7 @@ class Rollback:
             return self._outcome("Failed", reasons.NOT_ROLLED_BACK,
                                  "rollback policy is none: left as it is", applied)
         if policy == "restore":
-            return self._restore_outcome("restored the backup", applied)
+            return self._restore_outcome("", applied)
         problem = self._downgrade()
         if problem is None:
             return self._outcome("RolledBack", reasons.ROLLED_BACK_DOWNGRADE,
@@ -128,19 +139,25 @@ class Rollback:
             return self._outcome("Failed", reasons.ROLLBACK_FAILED,
                                  f"downgrade failed ({problem}) and there is no backup "
                                  "to restore", applied)
-        return self._restore_outcome(
-            f"downgrade failed ({problem}); restored the backup instead", applied)
+        return self._restore_outcome(f"downgrade failed ({problem})", applied, instead=True)
 
-    def _restore_outcome(self, note: str, applied: list[str]) -> RollbackOutcome:
+    def _restore_outcome(self, why: str, applied: list[str], *,
+                         instead: bool = False) -> RollbackOutcome:
+        """Restore the backup; `why` says what led here (empty when the policy is restore)."""
+        lead = f"{why}; " if why else ""
         if self.backup is None:
             return self._outcome("Failed", reasons.ROLLBACK_FAILED,
-                                 "rollback policy is restore but there is no backup", applied)
+                                 f"{lead}rollback policy is restore but there is no backup",
+                                 applied)
+        self._restored = True
         problem = self._restore()
         if problem is not None:
-            return self._outcome("Failed", reasons.ROLLBACK_FAILED,
-                                 f"restoring the backup failed: {problem} (after: {note})",
-                                 applied)
-        return self._outcome("RolledBack", reasons.ROLLED_BACK_RESTORE, note, applied)
+            return self._outcome(
+                "Failed", reasons.ROLLBACK_FAILED,
+                f"{lead}restoring the backup failed, and the restore was rolled back, so the "
+                f"database is as it was before the restore: {problem}", applied)
+        done = "restored the backup instead" if instead else "restored the backup"
+        return self._outcome("RolledBack", reasons.ROLLED_BACK_RESTORE, lead + done, applied)
 
     def _all_revisions(self) -> list[str]:
         return [rev for _, revisions in self.boundaries for rev in revisions]
@@ -184,35 +201,13 @@ class Rollback:
         return [] if current == self.from_revision else [self.from_revision]
 
     def _restore(self) -> str | None:
+        """Everything in the database replaced by the backup, in one transaction."""
         assert self.backup is not None
         self.reporter.emit("phase", phase="RollingBack",
                            message=f"restoring the verified backup {self.backup.url}")
         try:
-            self._drop_objects_created_by_run()
             backup_engine.restore_backup(self.database_url, self.backup.url, clean=True, jobs=1,
                                          reporter=self.reporter)
         except Exception as exc:
             return describe(exc, self.migrator.database_url)
         return None
-
-    def _drop_objects_created_by_run(self) -> None:
-        created = snapshot_objects(self.migrator.connection) - self.objects_before
-        if not created:
-            return
-        conn = self.migrator.connection
-
-        def drop() -> None:
-            for schema, name, kind in sorted(created, key=lambda o: _DROP_ORDER[o[2]]):
-                qualified = _quote(schema) if kind == "N" else f"{_quote(schema)}.{_quote(name)}"
-                conn.exec_driver_sql(f"DROP {_DROP_KIND[kind]} IF EXISTS {qualified} CASCADE")
-
-        self.migrator.with_lock_retries(drop)
-
-
-def _describe_object(key: ObjectKey) -> str:
-    schema, name, kind = key
-    return f"schema {schema}" if kind == "N" else f"{_KIND_NAME[kind]} {schema}.{name}"
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'

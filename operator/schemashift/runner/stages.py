@@ -10,19 +10,30 @@ On `lock_not_available` a stage is retried with growing waits between attempts (
 `with_lock_retries`): each attempt queues for at most `lock_timeout`, so application queries that
 line up behind the migration's lock request wait no longer than that, and the long transaction
 in the way gets the pauses in between to finish.
+
+An upgrade is ONE Alembic command with a transaction per revision (`transaction_per_migration`,
+forced), as plain `alembic upgrade head` runs a history: per-command state such as SQLAlchemy's
+memo of the ENUM types it created carries from one revision to the next, exactly as there. Between
+two revisions (after one's commit, before the next one's transaction) the command calls back:
+`Checkpoints.committed` with the revision another session (the witness connection) now reads
+from the version table, and `Checkpoints.starting` with the next one. A lock retry reruns the
+command, which resumes after the last committed revision; the retry budget is per revision.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import sqlalchemy as sa
-from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext, MigrationInfo, RevisionStep
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
@@ -71,6 +82,16 @@ class LockRetriesExhausted(errors.MigrationFailed):
         self.attempts = attempts
 
 
+class Checkpoints(Protocol):
+    """What the runner does between two revisions of one upgrade command."""
+
+    def committed(self, revision: str | None) -> None:
+        """`revision` is now what another session reads from the version table."""
+
+    def starting(self, revision: str) -> None:
+        """`revision`'s transaction is about to begin (raise to stop the command here)."""
+
+
 @dataclass
 class Attempts:
     """How often the last command ran, and the lock timeouts it met (for status and tests)."""
@@ -109,13 +130,24 @@ class Migrator:
         )
         try:
             self.connection = self.engine.connect()
+            # Another session: what it reads is committed (and it is idle while Alembic works).
+            self.witness = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except OperationalError as exc:
             raise db.unreachable(self.engine.url, exc) from None
+        self._script: ScriptDirectory | None = None
 
     def close(self) -> None:
-        with suppress(DBAPIError):
-            self.connection.close()
+        for connection in (self.connection, self.witness):
+            with suppress(DBAPIError):
+                connection.close()
         self.engine.dispose()
+
+    @property
+    def script(self) -> ScriptDirectory:
+        """Loaded once per run: every command reuses it (loading compiles every revision file)."""
+        if self._script is None:
+            self._script = ScriptDirectory.from_config(self.config)
+        return self._script
 
     def _session_url(self) -> str:
         url = db.parse_url(self.database_url)
@@ -134,16 +166,45 @@ class Migrator:
         finally:
             self.connection.rollback()
 
-    def upgrade(self, target: str) -> Attempts:
-        return self.with_lock_retries(lambda: command.upgrade(self.config, target))
+    def upgrade(self, target: str, checkpoints: Checkpoints | None = None) -> Attempts:
+        """Upgrade to `target` in one command, a transaction per revision; `checkpoints` hears
+        of every revision committed and started, the last commit read back after the command."""
+        staging = _Staging(checkpoints, self.witness)
+
+        def attempt() -> None:
+            self._command(target, lambda rev: self.script._upgrade_revs(target, rev), staging)
+
+        attempts = self.with_lock_retries(attempt, position=lambda: staging.in_flight)
+        staging.checkpoint(final=True)
+        return attempts
 
     def downgrade(self, target: str | None) -> Attempts:
-        return self.with_lock_retries(
-            lambda: command.downgrade(self.config, target or "base")
-        )
+        destination = target or "base"
+        return self.with_lock_retries(lambda: self._command(
+            destination, lambda rev: self.script._downgrade_revs(destination, rev), None))
 
-    def with_lock_retries(self, step: Callable[[], None]) -> Attempts:
+    def _command(self, destination: str, steps: Callable[[Any], list[RevisionStep]],
+                 staging: _Staging | None) -> None:
+        """What `alembic.command.upgrade`/`downgrade` do, on the run's loaded script directory."""
+
+        def fn(rev: Any, context: MigrationContext) -> Iterable[RevisionStep]:
+            found = steps(rev)
+            return found if staging is None else staging.steps(found, context)
+
+        environment = EnvironmentContext(self.config, self.script, fn=fn, as_sql=False,
+                                         starting_rev=None, destination_rev=destination,
+                                         tag=None)
+        if staging is not None:
+            staging.install(environment)
+        with environment:
+            self.script.run_env()
+
+    def with_lock_retries(self, step: Callable[[], None],
+                          position: Callable[[], object] | None = None) -> Attempts:
+        """Rerun `step` after a lock timeout. With `position` (where the step got stuck), the
+        retry budget restarts whenever a retry got further than the attempt before it."""
         attempts = Attempts()
+        stuck_at: object = _NOWHERE
         while True:
             attempts.count += 1
             try:
@@ -152,6 +213,10 @@ class Migrator:
             except Exception as exc:
                 if not is_lock_timeout(exc):
                     raise
+                where = position() if position is not None else None
+                if stuck_at is not _NOWHERE and where != stuck_at:
+                    attempts = Attempts(count=1)
+                stuck_at = where
                 attempts.lock_timeouts.append(describe(exc, self._password))
                 if attempts.count > self.options.lock_retries:
                     raise self._exhausted(attempts) from exc
@@ -183,6 +248,66 @@ class Migrator:
             hint="a long transaction holds a conflicting lock on the table (see pg_locks / "
             "pg_stat_activity); rerun when it is done, or raise --lock-retries",
         )
+
+
+_NOWHERE = object()
+
+
+@dataclass
+class _Staging:
+    """One upgrade's checkpoints, kept across its lock retries."""
+
+    checkpoints: Checkpoints | None
+    witness: Connection
+    in_flight: str | None = None  # started, its commit not yet seen
+    stamped: bool = False  # a revision was stamped since the last read-back
+    reported: str | None = None
+    _versions: dict[str, Any] = field(default_factory=dict)
+
+    def install(self, environment: EnvironmentContext) -> None:
+        """The user's env.py calls `configure` itself: force a transaction per revision and add
+        our callback to whatever it passes. (`alembic.context` looks the method up per call.)"""
+        configure = environment.configure
+
+        def forced(*args: Any, **kw: Any) -> None:
+            theirs = kw.get("on_version_apply") or ()
+            kw["on_version_apply"] = (*(theirs if isinstance(theirs, (tuple, list))
+                                        else (theirs,)), self._stamp)
+            kw["transaction_per_migration"] = True
+            configure(*args, **kw)
+
+        setattr(environment, "configure", forced)  # noqa: B010 (an instance attribute on purpose)
+
+    def steps(self, steps: list[RevisionStep],
+              context: MigrationContext) -> Iterator[RevisionStep]:
+        """Alembic asks for the next step after committing the one before."""
+        self._versions = {"version_table": context.version_table,
+                          "version_table_schema": context.version_table_schema}
+        for step in steps:
+            self.checkpoint()
+            revision = step.revision.revision
+            if self.checkpoints is not None:
+                self.checkpoints.starting(revision)
+            self.in_flight = revision
+            yield step
+        self.checkpoint()
+
+    def _stamp(self, *, ctx: MigrationContext, step: MigrationInfo, heads: set[str],
+               run_args: dict[str, Any]) -> None:
+        self.stamped = True  # inside the revision's transaction: not committed yet
+
+    def checkpoint(self, *, final: bool = False) -> None:
+        if self.checkpoints is None or not (self.stamped or final) or not self._versions:
+            return
+        heads = MigrationContext.configure(self.witness, opts=self._versions) \
+            .get_current_heads()
+        self.stamped = False
+        committed = heads[0] if len(heads) == 1 else None
+        if committed == self.in_flight:
+            self.in_flight = None
+        if committed != self.reported:
+            self.reported = committed
+            self.checkpoints.committed(committed)
 
 
 def invalid_indexes(connection: Connection) -> set[tuple[str, str, str]]:

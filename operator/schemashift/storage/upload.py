@@ -12,16 +12,18 @@ dump and stays below (UPLOAD_CONCURRENCY + 1) x 512 MiB in any case.
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 import hashlib
+import io
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from schemashift import errors, reasons
-from schemashift.storage.s3 import ObjectStore, S3Url
+from schemashift.storage import deadline
+from schemashift.storage.s3 import ObjectStore, PendingUpload, S3Url
 
 MIB = 1024 * 1024
 FIRST_PART_SIZE = 8 * MIB
@@ -53,8 +55,10 @@ class MultipartUpload:
     """Start with `begin`; then `send(stream)`, and `complete()` or `abort()`.
 
     Until `complete()` succeeds nothing is visible under the key: an upload that is aborted, or
-    whose process dies, leaves only an incomplete multipart upload (bucket lifecycle rules
-    `AbortIncompleteMultipartUpload` clean those up).
+    whose process dies, leaves only an incomplete multipart upload (the next backup to the
+    prefix aborts it, runner/backup.py; so do `AbortIncompleteMultipartUpload` lifecycle rules).
+    Each part is sent under the store's stall deadline, its body counted as the HTTP layer reads
+    it: a store that accepts no bytes for the stall limit fails the upload (StorageStalled).
     """
 
     def __init__(self, store: ObjectStore, target: S3Url, upload_id: str):
@@ -62,6 +66,7 @@ class MultipartUpload:
         self.target = target
         self.upload_id = upload_id
         self._parts: list[dict[str, Any]] = []
+        self._moved = deadline.Activity()  # any part's bytes: for progress while waiting
 
     @classmethod
     def begin(cls, store: ObjectStore, target: S3Url, metadata: dict[str, str]) -> MultipartUpload:
@@ -69,8 +74,10 @@ class MultipartUpload:
                                      Key=target.key, Metadata=metadata)
         return cls(store, target, response["UploadId"])
 
-    def send(self, stream: IO[bytes], on_progress: Callable[[int], None]) -> UploadedStream:
-        """Upload `stream` to its end; `on_progress(bytes_so_far)` is called as data arrives."""
+    def send(self, stream: IO[bytes], on_progress: Callable[[int], None],
+             on_wait: Callable[[float], None] | None = None) -> UploadedStream:
+        """Upload `stream` to its end; `on_progress(bytes_so_far)` is called as data arrives,
+        `on_wait(idle_seconds)` while the store has accepted nothing for a while."""
         hasher = hashlib.sha256()
         total = 0
         number = 0
@@ -95,11 +102,12 @@ class MultipartUpload:
                         body = buffer if filled == len(buffer) else bytearray(view[:filled])
                     total += filled
                     while len(pending) >= UPLOAD_CONCURRENCY:
-                        self._collect(*pending.popleft(), buffers)
+                        self._collect(*pending.popleft(), buffers, on_wait)
+                    self._moved.touch()  # time spent reading the stream is not the store's
                     pending.append((pool.submit(self._upload_part, number, body),
                                     buffer if body is buffer else None))
                 while pending:
-                    self._collect(*pending.popleft(), buffers)
+                    self._collect(*pending.popleft(), buffers, on_wait)
             except BaseException:
                 for future, _ in pending:
                     future.cancel()
@@ -107,15 +115,30 @@ class MultipartUpload:
         return UploadedStream(size=total, sha256=hasher.hexdigest(), parts=len(self._parts))
 
     def _collect(self, future: Future[dict[str, Any]], buffer: bytearray | None,
-                 buffers: _Buffers) -> None:
-        self._parts.append(future.result())
+                 buffers: _Buffers, on_wait: Callable[[float], None] | None) -> None:
+        while True:  # the part's own deadline ends the wait; this loop only reports it
+            try:
+                self._parts.append(future.result(timeout=deadline.POLL_SECONDS))
+                break
+            except concurrent.futures.TimeoutError:
+                idle = self._moved.idle()
+                if on_wait is not None and idle >= deadline.notice_after(self.store.stall_seconds):
+                    on_wait(idle)
         if buffer is not None:
             buffers.give(buffer)
 
     def _upload_part(self, number: int, body: bytearray) -> dict[str, Any]:
-        response = self.store.client_call(
-            self.target, "upload_part", Bucket=self.target.bucket, Key=self.target.key,
-            UploadId=self.upload_id, PartNumber=number, Body=body)
+        def send(activity: deadline.Activity) -> Any:
+            def moved() -> None:
+                activity.touch()
+                self._moved.touch()
+
+            return self.store.client.upload_part(
+                Bucket=self.target.bucket, Key=self.target.key, UploadId=self.upload_id,
+                PartNumber=number, Body=cast(IO[bytes], _Body(body, moved)))
+
+        response = self.store.call(self.target, f"uploading part {number} of", send,
+                                   notify=False)
         return {"ETag": response["ETag"], "PartNumber": number}
 
     def complete(self) -> None:
@@ -128,11 +151,42 @@ class MultipartUpload:
             MultipartUpload={"Parts": sorted(self._parts, key=lambda p: p["PartNumber"])})
 
     def abort(self) -> None:
-        """Best effort: the caller is already failing for a better reason, and an orphan
-        upload is invisible (and removed by an AbortIncompleteMultipartUpload lifecycle rule)."""
-        with contextlib.suppress(Exception):
-            self.store.client.abort_multipart_upload(
-                Bucket=self.target.bucket, Key=self.target.key, UploadId=self.upload_id)
+        """Best effort (ObjectStore.discard): the caller is already failing for a better reason."""
+        self.store.discard(lambda: self.store.abort_upload(
+            PendingUpload(self.target, self.upload_id, "")))
+
+
+class _Body(io.RawIOBase):
+    """A part's bytes as a seekable stream (botocore rewinds it to retry), reporting each read:
+    the HTTP layer reads the body as the socket accepts it, so reads are bytes moving."""
+
+    def __init__(self, data: bytearray, moved: Callable[[], None]):
+        super().__init__()
+        self._data = data
+        self._position = 0
+        self._moved = moved
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = max(0, min(len(buffer), len(self._data) - self._position))
+        with memoryview(self._data) as view:
+            buffer[:count] = view[self._position:self._position + count]
+        self._position += count
+        self._moved()
+        return count
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._data)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
 
 
 class _Buffers:
