@@ -33,6 +33,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.e2e.operator_fixtures import (  # noqa: E402
+    EXAMPLES_POLICY,
     OPERATOR_NAMESPACE,
     OPERATOR_SA,
     OperatorProcess,
@@ -286,11 +287,13 @@ def install(cluster: Cluster, running: contextlib.ExitStack) -> None:
                     "crd/schemamigrations.schemashift.io")
     plane = cluster.plane
     kubeconfig = plane.kubeconfig_for_service_account(OPERATOR_NAMESPACE, OPERATOR_SA)
-    operator = OperatorProcess(plane, kubeconfig, plane.log_dir / "operator.log")
+    policy = EXAMPLES_POLICY
+    operator = OperatorProcess(plane, kubeconfig, plane.log_dir / "operator.log", policy)
     print("\n  The operator: manifests/operator/ runs it as a Deployment; here, with no image "
           "to pull, it runs\n  as a local process with a token of its ServiceAccount "
           f"{OPERATOR_NAMESPACE}/{OPERATOR_SA}, so only its RBAC applies:")
-    print(f"$ KUBECONFIG={kubeconfig} schemashift operator --liveness "
+    print(f"$ KUBECONFIG={kubeconfig} SCHEMASHIFT_POLICY='{policy['SCHEMASHIFT_POLICY']}' "
+          "schemashift operator --liveness "
           f"http://127.0.0.1:{operator.liveness_port}/healthz "
           f"--metrics-port {operator.metrics_port} &", flush=True)
     running.callback(operator.stop)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,17 @@ CRD_FILE = REPO / "manifests" / "crd" / "schemamigrations.yaml"
 RBAC_DIR = REPO / "manifests" / "rbac"
 OPERATOR_NAMESPACE = "schemashift-system"
 OPERATOR_SA = "schemashift-operator"
+# What an admin sets (chart value policy.allowedImages) so the examples' image may run.
+EXAMPLES_POLICY = {"SCHEMASHIFT_POLICY": json.dumps({"allowedImages": ["ghcr.io/schemashift/*"]})}
 
 
 class OperatorProcess:
     """`schemashift operator` as a process in its own group, its output in `log_file`."""
 
-    def __init__(self, plane: ControlPlane, kubeconfig: Path, log_file: Path) -> None:
+    def __init__(self, plane: ControlPlane, kubeconfig: Path, log_file: Path,
+                 extra_env: Mapping[str, str] | None = None) -> None:
         self.plane = plane
+        self.extra_env = dict(extra_env or {})
         self.kubeconfig = kubeconfig
         self.log_file = log_file
         self.liveness_port = free_port()
@@ -47,6 +51,7 @@ class OperatorProcess:
     def start(self) -> None:
         env = {k: v for k, v in self.plane.env(self.kubeconfig).items()
                if not k.startswith(("SCHEMASHIFT_", "AWS_", "KUBERNETES_"))}
+        env.update(self.extra_env)
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
                 ["schemashift", "operator",
@@ -119,7 +124,8 @@ def operator_process(
     # "The image's ENV": the migration image ships pg_dump/pg_restore matching the servers.
     kubelet.extra_env["SCHEMASHIFT_PG_BINDIR"] = str(pg_server.bin_dir)
     process = OperatorProcess(control_plane, kubeconfig,
-                              tmp_path_factory.mktemp("operator") / "operator.log")
+                              tmp_path_factory.mktemp("operator") / "operator.log",
+                              EXAMPLES_POLICY)
     process.start()
     _testbed._diagnostics.append(process.logs)
     try:

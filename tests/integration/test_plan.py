@@ -433,3 +433,25 @@ def test_unreachable_database_exits_3_without_the_password(tmp_path: Path) -> No
     result = run_cli("plan", database_url=url, directory=directory)
     assert result.returncode == errors.EXIT_INFRA
     assert "127.0.0.1:1" in result.stderr and "hunter2-secret" not in result.stderr
+
+
+@pytest.mark.parametrize(("data_sql", "blocked"), [
+    ("UPDATE orders SET note = 'x' WHERE user_id = 1", False),  # changes no row of an empty table
+    ("DELETE FROM orders WHERE user_id = 1", False),
+    ("INSERT INTO orders (id, user_id) SELECT id, id FROM users", True),  # rows now: it locks
+    ("WITH moved AS (INSERT INTO orders (id) VALUES (9) RETURNING id) "
+     "UPDATE orders SET note = 'y' WHERE id IN (SELECT id FROM moved)", True),
+])
+def test_an_empty_table_stays_exempt_unless_earlier_sql_may_add_rows(
+    tmp_path: Path, database_url: str, engine: sa.Engine, data_sql: str, blocked: bool
+) -> None:
+    directory = write_history(tmp_path, [BASE, Revision("r1", "data and index", f"""
+        op.execute({data_sql!r})
+        op.create_index("ix_orders_user_id", "orders", ["user_id"])
+    """)])
+    upgrade(directory, database_url, "base0")
+    with engine.begin() as conn:  # users holds a row, orders none: not a fresh database
+        conn.execute(sa.text("INSERT INTO users (id, email) VALUES (1, 'a@x')"))
+    plan = plan_for(engine, directory, database_url)
+    rules = [f.rule for f in plan.lint]
+    assert ("create-index-not-concurrently" in rules) is blocked, rules

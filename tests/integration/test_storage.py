@@ -145,13 +145,13 @@ def test_wrong_credentials_are_refused_clearly(
 
 
 @pytest.mark.parametrize("operation", ["check_access", "head"])
-def test_missing_bucket_is_a_configuration_error(s3_server: S3Server, s3_env: dict[str, str],
-                                                 operation: str) -> None:
+def test_missing_bucket_is_named_with_a_fix(s3_server: S3Server, s3_env: dict[str, str],
+                                            operation: str) -> None:
     store = s3.ObjectStore.from_environment()
-    with pytest.raises(errors.UsageError) as caught:
+    with pytest.raises(errors.InfrastructureError) as caught:
         getattr(store, operation)(s3.S3Url("no-such-bucket", "app/db/x.dump"))
     error = caught.value
-    assert (error.reason, error.exit_code) == (reasons.BUCKET_NOT_FOUND, 2)
+    assert (error.reason, error.exit_code) == (reasons.BUCKET_NOT_FOUND, 3)
     assert "bucket 'no-such-bucket' does not exist" in str(error)
     assert s3_server.endpoint in str(error) and "create the bucket" in str(error)
 

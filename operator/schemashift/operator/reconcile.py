@@ -292,7 +292,7 @@ async def _finish_step(ctx: Context, body: Body, outcome: kstatus.JobOutcome) ->
     if purpose == "apply" or not planned:
         await _finish_run(ctx, body, spec, result, seq)
     elif spec.dry_run:
-        message = f"dry run: plan {result.planHash} from {result.fromRevision} to " \
+        message = f"dry run: plan {result.planHash} from {result.fromRevision or 'base'} to " \
                   f"{result.targetRevision}; nothing changed"
         await _set(ctx, body, "Succeeded", reasons.DRY_RUN, message,
                    {**seq, **kstatus.result_fields(result), "step": "done"},
@@ -325,7 +325,8 @@ async def _await_approval(ctx: Context, body: Body, result: progress.RunResult,
     if stale:
         reason = reasons.PLAN_STALE
         message = (f"the database moved since the plan was made (now at "
-                   f"{result.fromRevision}); the plan was recomputed, nothing was applied; {how}")
+                   f"{result.fromRevision or 'base'}); the plan was recomputed, nothing was "
+                   f"applied; {how}")
     else:
         reason, message = reasons.AWAITING_APPROVAL, f"plan {result.planHash} ready; {how}"
     # A stale plan's approval is already answered by PlanStale: not again as a hash mismatch.

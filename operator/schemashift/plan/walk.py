@@ -14,6 +14,11 @@ from alembic.operations import ops as alembic_ops
 from schemashift.plan.live import NO_FACTS, LiveFacts, table_key
 from schemashift.plan.render import RecordedOp, RenderedRevision, sql_text
 
+# An UPDATE or DELETE changes only rows that exist: on an empty table it adds none (a
+# data-modifying CTE that inserts names INSERT, and stays suspect).
+_ROW_NEUTRAL = re.compile(r"^\s*(UPDATE|DELETE)\b(?!.*\b(INSERT|COPY|MERGE)\b)",
+                          re.IGNORECASE | re.DOTALL)
+
 
 @dataclass
 class Seen:
@@ -41,8 +46,17 @@ class Seen:
         """Whether earlier SQL of the plan may have changed the table's rows (e.g. a backfill)."""
         if self.opaque:
             return True
+        return any(self._mentions(table, statement) for statement in self.raw_sql)
+
+    def may_have_added_rows(self, table: str) -> bool:
+        return self.opaque or any(
+            self._mentions(table, statement) and not _ROW_NEUTRAL.match(statement)
+            for statement in self.raw_sql)
+
+    @staticmethod
+    def _mentions(table: str, statement: str) -> bool:
         word = re.compile(rf"\b{re.escape(table.split('.')[-1])}\b", re.IGNORECASE)
-        return any(word.search(statement) for statement in self.raw_sql)
+        return word.search(statement) is not None
 
     def holds_no_rows(self, table: str, schema: str | None = None) -> bool:
         """Created by the plan, or empty before it and not written by it since (on a database
@@ -54,7 +68,7 @@ class Seen:
             return self.holds_no_rows(*self.renamed[key])
         facts = self.facts
         return facts.holds_no_rows(table, schema) and (
-            facts.all_empty or not self.may_have_written(table))
+            facts.all_empty or not self.may_have_added_rows(table))
 
     @property
     def fresh(self) -> bool:

@@ -8,8 +8,10 @@ some S3-compatible stores reject them).
 
 Every call has a deadline (storage/deadline.py): no data moving for `stall_seconds` ends it with
 StorageStalled (exit 3), whatever botocore's retries would do. botocore's own timeouts stay as a
-second line: connect within CONNECT_TIMEOUT_SECONDS, a socket operation within the stall limit,
-retries in botocore's "standard" mode (3 attempts unless AWS_MAX_ATTEMPTS says otherwise).
+second line: connect within CONNECT_TIMEOUT_SECONDS, a socket operation within twice the stall
+limit (longer than the deadline, so a frozen store is always reported as stalled, not as a
+connection botocore gave up on), retries in botocore's "standard" mode (3 attempts unless
+AWS_MAX_ATTEMPTS says otherwise).
 """
 
 from __future__ import annotations
@@ -193,7 +195,7 @@ class ObjectStore:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             connect_timeout=min(CONNECT_TIMEOUT_SECONDS, stall_seconds),
-            read_timeout=stall_seconds,
+            read_timeout=2 * stall_seconds,
             retries={"mode": "standard"},
             max_pool_connections=16,
         )
@@ -276,9 +278,10 @@ class ObjectStore:
             f"{where} failed: {code}: {message}", reason=reasons.STORAGE_UNREACHABLE,
             hint="check the object store's health and logs")
 
-    def _missing_bucket(self, url: S3Url) -> errors.UsageError:
-        # A configuration error (the name in the URL, or the wrong endpoint): retrying cannot help.
-        return errors.UsageError(
+    def _missing_bucket(self, url: S3Url) -> errors.InfrastructureError:
+        # Exit 3 like every storage fault (the contract's "object storage unreachable"); the
+        # reason and hint say it is the name or the endpoint, which no retry fixes.
+        return errors.InfrastructureError(
             f"bucket {url.bucket!r} does not exist at {self.endpoint}",
             hint=f"create the bucket (e.g. aws s3 mb s3://{url.bucket}), or fix the bucket name "
                  "in the backup URL or AWS_ENDPOINT_URL",
