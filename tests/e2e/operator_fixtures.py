@@ -31,8 +31,11 @@ CRD_FILE = REPO / "manifests" / "crd" / "schemamigrations.yaml"
 RBAC_DIR = REPO / "manifests" / "rbac"
 OPERATOR_NAMESPACE = "schemashift-system"
 OPERATOR_SA = "schemashift-operator"
-# What an admin sets (chart value policy.allowedImages) so the examples' image may run.
-EXAMPLES_POLICY = {"SCHEMASHIFT_POLICY": json.dumps({"allowedImages": ["ghcr.io/schemashift/*"]})}
+# What an admin sets (chart values policy.*) so the examples' image may run, and the hook
+# chart's per-release runner ServiceAccount (release hms) may report its progress.
+EXAMPLES_POLICY = {"SCHEMASHIFT_POLICY": json.dumps({
+    "allowedImages": ["ghcr.io/schemashift/*"],
+    "allowedServiceAccounts": ["hms-schemashift-runner"]})}
 
 
 class OperatorProcess:

@@ -177,7 +177,13 @@ def test_detect_equals_plain_alembic_apart_from_named_real_drift(
 def test_failing_revision_after_head_leaves_the_schema_as_it_was(
     project: CorpusProject, policy: str, database_url: str, tmp_path: Path,
     pg_server: PgServer, s3_server: S3Server, bucket: str, head_dump: list[str],
+    request: pytest.FixtureRequest,
 ) -> None:
+    if project.name == "mlflow":
+        # Known defect (issue 9 item 6, open): lint still blocks mlflow's dc11669786a5 index on
+        # the empty table `jobs` there. Strict: this fails as soon as lint stops blocking it.
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="lint blocks create-index-not-concurrently on mlflow's `jobs`"))
     start_and_upgrade(project, database_url, project.rollback_from)
     before = schema_dump(pg_server, database_url)
     scripts = copy_scripts(project, tmp_path)
