@@ -455,3 +455,49 @@ def test_an_empty_table_stays_exempt_unless_earlier_sql_may_add_rows(
     plan = plan_for(engine, directory, database_url)
     rules = [f.rule for f in plan.lint]
     assert ("create-index-not-concurrently" in rules) is blocked, rules
+
+
+ADD_IF_MISSING = """
+existing = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("users")}
+if "nickname" not in existing:
+    op.add_column("users", sa.Column("nickname", sa.String(30)))
+"""
+
+
+def test_a_revision_that_inspects_the_database_is_previewed_from_the_live_schema(
+    tmp_path: Path, database_url: str, engine: sa.Engine,
+) -> None:
+    directory = seeded(tmp_path, database_url, Revision("insp1", "add if missing", ADD_IF_MISSING))
+
+    plan = plan_for(engine, directory, database_url)
+
+    assert [f.rule for f in plan.lint if f.rule == "unrenderable-revision"] == [], plan.lint
+    assert "ALTER TABLE users ADD COLUMN nickname VARCHAR(30)" in plan.stages[0].sql
+
+
+def test_inspecting_a_table_the_plan_changed_before_is_not_answered_from_the_server(
+    tmp_path: Path, database_url: str, engine: sa.Engine,
+) -> None:
+    directory = seeded(
+        tmp_path, database_url,
+        Revision("alter1", "widen", 'op.add_column("users", sa.Column("nickname", sa.Text))'),
+        Revision("insp2", "add if missing", ADD_IF_MISSING))
+
+    plan = plan_for(engine, directory, database_url)
+
+    [finding] = [f for f in plan.lint if f.rule == "unrenderable-revision"]
+    assert finding.revision == "insp2"
+    assert "ChangedByThePlan" in finding.message and "users" in finding.message, finding
+
+
+def test_a_value_without_a_literal_renderer_is_previewed_as_a_placeholder(
+    tmp_path: Path, database_url: str, engine: sa.Engine,
+) -> None:
+    untyped = ('users = sa.table("users", sa.column("age"))\n'
+               'op.execute(users.update().where(users.c.age.in_([1, 2])).values(age=5))')
+    directory = seeded(tmp_path, database_url, Revision("upd1", "untyped update", untyped))
+
+    plan = plan_for(engine, directory, database_url)
+
+    assert [f.rule for f in plan.lint if f.rule == "unrenderable-revision"] == [], plan.lint
+    assert "UPDATE users SET age=" in plan.stages[0].sql, plan.stages[0].sql

@@ -8,7 +8,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 
 from schemashift import db, errors, reasons, scripts
-from schemashift.plan import integrity, lint, live, render, walk
+from schemashift.plan import integrity, lint, live, planned_inspector, render, walk
 from schemashift.plan.model import Plan, RevisionInfo, Stage, plan_hash
 from schemashift.project import Project
 
@@ -42,7 +42,8 @@ def build_plan_for(
     try:
         current = scripts.current_revision(conn)
         to_apply = revisions_between(script, current, target_revision)
-        rendered = render.render_revisions(config, script, to_apply, current)
+        rendered = render.render_revisions(config, script, to_apply, current,
+                                           planned_inspector.live_inspector(conn))
         checks = integrity.run_checks(conn, rendered, check_timeout)
         facts = live.read_facts(conn, *walk.touched_tables(rendered), check_timeout)
     finally:

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql
 from schemashift.plan.live import NO_FACTS, LiveFacts
 from schemashift.plan.model import NOTICE, LintFinding
 from schemashift.plan.render import RenderedRevision, sql_text
-from schemashift.plan.walk import Step, statements, table_of, walk
+from schemashift.plan.walk import Step, op_source_schema, statements, table_of, walk
 
 ERROR = "error"
 WARNING = "warning"
@@ -120,8 +120,17 @@ def lint(rendered: Sequence[RenderedRevision], facts: LiveFacts = NO_FACTS) -> l
     for step in walk(rendered, facts):
         checker = _CHECKERS.get(type(step.op))
         if checker is not None:
-            findings += [_finding(step.revision, rule, what) for rule, what in checker(step)]
+            findings += [_finding(step.revision, rule, what + _why_not_empty(step, rule))
+                         for rule, what in checker(step)]
     return findings
+
+
+def _why_not_empty(step: Step, rule: str) -> str:
+    table = getattr(step.op, "table_name", None) or getattr(step.op, "source_table", None)
+    if rule not in ROW_RULES or not isinstance(table, str):
+        return ""
+    schema = getattr(step.op, "schema", None) or op_source_schema(step.op)
+    return step.seen.why_not_empty(table, schema)
 
 
 def _unrenderable(revision: str, error: str, fresh: bool) -> LintFinding:

@@ -20,8 +20,10 @@ from alembic.config import Config
 from alembic.operations import Operations
 from alembic.operations import ops as alembic_ops
 from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext
+from alembic.runtime.migration import HeadMaintainer, MigrationContext, RevisionStep
 from alembic.script import Script, ScriptDirectory
+from sqlalchemy import inspection
+from sqlalchemy.exc import CompileError
 from sqlalchemy.sql.elements import TextClause
 
 from schemashift import redact
@@ -46,6 +48,9 @@ class RenderedRevision:
 
 class _Recorder:
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.ops: list[RecordedOp] = []
         self.in_autocommit = False
         self.used_autocommit = False
@@ -69,16 +74,30 @@ class _RecordingDispatcher:
         return record_then_render
 
 
+# Called when a revision inspects its bind: the operations recorded so far, and whether an
+# earlier revision could not be rendered; returns an Inspector or raises why it cannot answer.
+InspectorFactory = Callable[[Sequence[RecordedOp], bool], Any]
+
+
 class OfflineConnection:
     """What `op.get_bind()` returns while planning: statements are rendered, never executed.
 
     Data migrations that only write (`bind.execute(text("UPDATE …"))`) render like `op.execute`;
-    those that read rows get `None` back and fail, which the plan reports.
+    those that read rows get `None` back and fail, which the plan reports. `sa.inspect(bind)`
+    is answered by the planner's inspector when it has one (planning against a server).
     """
 
-    def __init__(self, operations: Operations) -> None:
+    def __init__(self, operations: Operations,
+                 inspector: Callable[[], Any] | None = None) -> None:
         self._operations = operations
+        self._inspector = inspector
         self.dialect = operations.migration_context.dialect
+
+    def inspector(self) -> Any:
+        if self._inspector is None:
+            raise NotImplementedError("planning without a server: the offline connection cannot "
+                                      "inspect the database")
+        return self._inspector()
 
     def execute(self, statement: Any, parameters: Any = None, **_: Any) -> None:
         for params in _parameter_sets(parameters):
@@ -99,6 +118,11 @@ class OfflineConnection:
                              "and cannot read rows")
 
 
+@inspection._inspects(OfflineConnection)
+def _inspect_offline(subject: OfflineConnection) -> Any:
+    return subject.inspector()
+
+
 def _parameter_sets(parameters: Any) -> Sequence[Mapping[str, Any] | None]:
     if parameters is None:
         return [None]
@@ -108,29 +132,18 @@ def _parameter_sets(parameters: Any) -> Sequence[Mapping[str, Any] | None]:
 
 
 def render_revisions(
-    config: Config, script: ScriptDirectory, revisions: Sequence[Script], from_revision: str | None
+    config: Config, script: ScriptDirectory, revisions: Sequence[Script], from_revision: str | None,
+    inspector: InspectorFactory | None = None,
 ) -> list[RenderedRevision]:
-    """Render the revisions in order (oldest first), each as its own transaction."""
-    rendered = []
-    heads = [from_revision] if from_revision else []
-    for revision in revisions:
-        rendered.append(_render_one(config, script, revision, heads))
-        heads = [h for h in heads if h not in _down_revisions(revision)]
-        heads.append(revision.revision)
-    return rendered
+    """Render the revisions in order (oldest first), each as its own transaction.
 
-
-def _down_revisions(revision: Script) -> tuple[str, ...]:
-    down = revision.down_revision
-    return (down,) if isinstance(down, str) else tuple(down or ())
-
-
-def _render_one(
-    config: Config, script: ScriptDirectory, revision: Script, heads: list[str]
-) -> RenderedRevision:
+    One offline context for the whole run, as `alembic upgrade --sql` has: per-command state
+    carries from one revision to the next, and each stamp is the revision's own step (Alembic's
+    `stamp()` searches the history for a path each time, which is quadratic over a long one).
+    """
     buffer = io.StringIO()
     recorder = _Recorder()
-    error = None
+    rendered: list[RenderedRevision] = []
     with EnvironmentContext(config, script) as env:  # binds `alembic.context` for the module
         env.configure(
             dialect_name="postgresql",
@@ -138,25 +151,45 @@ def _render_one(
             output_buffer=buffer,
             literal_binds=True,
             transaction_per_migration=True,
-            # several heads while a merge is pending: get_current_heads() takes a list offline
-            starting_rev=list(heads) or None,  # type: ignore[arg-type]
+            starting_rev=from_revision,
         )
         context = env.get_context()
         _watch_autocommit(context, recorder)
-        operations = _recording_operations(context, recorder)
+        _placeholders_where_literals_fail(context)
+
+        def inspect_so_far() -> Any:
+            assert inspector is not None
+            earlier = [op for r in rendered for op in r.ops]
+            return inspector([*earlier, *recorder.ops], any(r.error for r in rendered))
+
+        operations = _recording_operations(context, recorder,
+                                           inspect_so_far if inspector else None)
+        heads = HeadMaintainer(context, (from_revision,) if from_revision else ())
         operations._install_proxy()
         try:
-            if not heads:
-                context._ensure_version_table()  # as Alembic's own offline run does first
-            with context.begin_transaction(_per_migration=True):
-                try:
-                    revision.module.upgrade()
-                except Exception as exc:  # any failure: report, keep what was rendered
-                    error = redact.redact(f"{type(exc).__name__}: {exc}".strip())
-                    buffer.write(f"-- schemashift: upgrade() stopped rendering offline: {error}\n")
-                context.stamp(script, revision.revision)
+            for revision in revisions:
+                rendered.append(_render_one(context, script, revision, heads, recorder))
         finally:
             operations._remove_proxy()
+    return rendered
+
+
+def _render_one(context: MigrationContext, script: ScriptDirectory, revision: Script,
+                heads: HeadMaintainer, recorder: _Recorder) -> RenderedRevision:
+    buffer = io.StringIO()
+    # Each revision's SQL on its own: the context writes wherever these point.
+    context.output_buffer = context.impl.output_buffer = buffer  # type: ignore[assignment]
+    recorder.reset()
+    error = None
+    if not heads.heads:
+        context._ensure_version_table()  # as Alembic's own offline run does first
+    with context.begin_transaction(_per_migration=True):
+        try:
+            revision.module.upgrade()
+        except Exception as exc:  # any failure: report, keep what was rendered
+            error = redact.redact(f"{type(exc).__name__}: {exc}".strip())
+            buffer.write(f"-- schemashift: upgrade() stopped rendering offline: {error}\n")
+        heads.update_to_step(RevisionStep(script.revision_map, revision, True))
     return RenderedRevision(
         revision=revision.revision,
         sql=_tidy(buffer.getvalue()),
@@ -166,7 +199,8 @@ def _render_one(
     )
 
 
-def _recording_operations(context: MigrationContext, recorder: _Recorder) -> Operations:
+def _recording_operations(context: MigrationContext, recorder: _Recorder,
+                          inspector: Callable[[], Any] | None) -> Operations:
     # Instance attributes, not a subclass: Alembic's `op` proxy is registered per class.
     operations = Operations(context)
     dispatcher = _RecordingDispatcher(Operations._to_impl, recorder)
@@ -180,10 +214,31 @@ def _recording_operations(context: MigrationContext, recorder: _Recorder) -> Ope
                 type(batch_operations)._to_impl, recorder)
             yield batch_operations
 
-    offline = OfflineConnection(operations)
+    offline = OfflineConnection(operations, inspector)
     operations.batch_alter_table = batch_alter_table  # type: ignore[method-assign]
     operations.get_bind = lambda: offline  # type: ignore[assignment,method-assign,return-value]
     return operations
+
+
+def _placeholders_where_literals_fail(context: MigrationContext) -> None:
+    """A value SQLAlchemy cannot render as a literal (a column of `sa.table()` without a type)
+    is shown as a bind placeholder, as Alembic's offline mode does without `literal_binds`."""
+    impl = context.impl
+    base = impl._exec
+
+    def execute(construct: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return base(construct, *args, **kw)
+        except CompileError:
+            if not impl.literal_binds:
+                raise
+            impl.literal_binds = False
+            try:
+                return base(construct, *args, **kw)
+            finally:
+                impl.literal_binds = True
+
+    impl._exec = execute  # type: ignore[method-assign]
 
 
 def _watch_autocommit(context: MigrationContext, recorder: _Recorder) -> None:
@@ -218,4 +273,5 @@ def sql_text(statement: Any) -> str:
     return str(statement)
 
 
-__all__ = ["OfflineConnection", "RecordedOp", "RenderedRevision", "render_revisions", "sql_text"]
+__all__ = ["InspectorFactory", "OfflineConnection", "RecordedOp", "RenderedRevision",
+           "render_revisions", "sql_text"]

@@ -27,7 +27,7 @@ class Seen:
     new_tables: set[str] = field(default_factory=set)
     new_columns: set[tuple[str, str]] = field(default_factory=set)
     raw_sql: list[str] = field(default_factory=list)  # executed statements (data migrations)
-    opaque: bool = False  # an earlier revision could not be rendered: anything may have happened
+    opaque: str | None = None  # a revision not rendered: after it anything may have happened
     column_types: dict[tuple[str, str], Any] = field(default_factory=dict)  # set by the plan
     facts: LiveFacts = field(default_factory=LiveFacts)
     renamed: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # new → old name
@@ -44,12 +44,12 @@ class Seen:
 
     def may_have_written(self, table: str) -> bool:
         """Whether earlier SQL of the plan may have changed the table's rows (e.g. a backfill)."""
-        if self.opaque:
+        if self.opaque is not None:
             return True
         return any(self._mentions(table, statement) for statement in self.raw_sql)
 
     def may_have_added_rows(self, table: str) -> bool:
-        return self.opaque or any(
+        return self.opaque is not None or any(
             self._mentions(table, statement) and not _ROW_NEUTRAL.match(statement)
             for statement in self.raw_sql)
 
@@ -69,6 +69,16 @@ class Seen:
         facts = self.facts
         return facts.holds_no_rows(table, schema) and (
             facts.all_empty or not self.may_have_added_rows(table))
+
+    def why_not_empty(self, table: str, schema: str | None = None) -> str:
+        """Why a table that held no row before the plan is not treated as empty here ('' when
+        it held rows, or nothing is known)."""
+        if not self.facts.holds_no_rows(table, schema) or self.holds_no_rows(table, schema):
+            return ""
+        if self.opaque is not None:
+            return (f" (it held no row before the plan, but revision {self.opaque} could not be "
+                    "previewed and may have written to it)")
+        return " (it held no row before the plan, but earlier SQL of the plan writes to it)"
 
     @property
     def fresh(self) -> bool:
@@ -104,7 +114,7 @@ def walk(rendered: Sequence[RenderedRevision], facts: LiveFacts = NO_FACTS) -> I
             yield Step(revision.revision, recorded, seen)
             _note(seen, recorded.op)
         if revision.error is not None:
-            seen.opaque = True
+            seen.opaque = seen.opaque or revision.revision
 
 
 def touched_tables(rendered: Sequence[RenderedRevision]) -> tuple[

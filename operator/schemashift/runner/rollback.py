@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from schemashift import reasons
 from schemashift.progress import BackupStatus, Reporter
 from schemashift.runner import backup as backup_engine
-from schemashift.runner import schema_snapshot
+from schemashift.runner import schema_reparse, schema_snapshot
 from schemashift.runner.stages import Migrator, describe
 
 ObjectKey = tuple[str, str, str]
@@ -112,8 +112,10 @@ class Rollback:
         return done
 
     def _differences(self) -> list[str]:
-        return schema_snapshot.differences(self.schema_before,
-                                           schema_snapshot.take(self.migrator.connection))
+        connection = self.migrator.connection
+        return schema_snapshot.differences(
+            self.schema_before, schema_snapshot.take(connection),
+            lambda *texts: schema_reparse.equivalent(connection, *texts))
 
     def _undo(self, policy: str, applied: list[str], leftovers: bool) -> RollbackOutcome:
         restorable = self.backup is not None and policy != "none"

@@ -9,7 +9,7 @@ keeps it (empty), and its content is the revision, which the report reads separa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -20,6 +20,8 @@ MAX_LISTED = 25
 Key = tuple[str, str]
 Attributes = tuple[tuple[str, str], ...]
 Snapshot = Mapping[Key, tuple[str, Attributes]]  # key -> (parent table or "", attributes)
+# (kind, name, parent, attribute, was, now) -> the two texts print the same thing
+Same = Callable[[str, str, str, str, str, str], bool]
 
 _USER_SCHEMA = "{n}.nspname <> 'information_schema' AND {n}.nspname NOT LIKE 'pg\\_%'"
 _NOT_EXTENSION_MEMBER = ("NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = "
@@ -135,7 +137,7 @@ def _is_version_table(qualified: str | None, kind: str) -> bool:
     return qualified.split(".", 1)[-1].split(".", 1)[0] == VERSION_TABLE
 
 
-def differences(before: Snapshot, after: Snapshot) -> list[str]:
+def differences(before: Snapshot, after: Snapshot, same: Same | None = None) -> list[str]:
     """What differs, worded from `after`'s side: "table public.x still exists",
     "table public.y is missing", "column public.t.c type varchar(200), was varchar(50)".
     Columns, constraints, indexes and triggers of a table that is itself new or missing are
@@ -154,17 +156,20 @@ def differences(before: Snapshot, after: Snapshot) -> list[str]:
         elif key in missing:
             lines.append(f"{kind} {name} is missing")
         else:
-            lines += _changed(kind, name, before[key][1], after[key][1])
+            lines += _changed(kind, name, before[key], after[key], same)
     return lines
 
 
 _TABLE_KINDS = {"table", "view", "materialized view", "foreign table"}
 
 
-def _changed(kind: str, name: str, was: Attributes, now: Attributes) -> list[str]:
-    old = dict(was)
+def _changed(kind: str, name: str, was: tuple[str, Attributes], now: tuple[str, Attributes],
+             same: Same | None) -> list[str]:
+    old = dict(was[1])
     return [f"{kind} {name} {attribute} {value}, was {old.get(attribute, 'none')}"
-            for attribute, value in now if old.get(attribute) != value]
+            for attribute, value in now[1] if old.get(attribute) != value
+            and not (same and same(kind, name, now[0], attribute, old.get(attribute, "none"),
+                                   value))]
 
 
 def summary(lines: list[str]) -> str:

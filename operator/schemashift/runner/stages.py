@@ -262,7 +262,7 @@ class _Staging:
     in_flight: str | None = None  # started, its commit not yet seen
     stamped: bool = False  # a revision was stamped since the last read-back
     reported: str | None = None
-    _versions: dict[str, Any] = field(default_factory=dict)
+    _version_table: sa.Table | None = None
 
     def install(self, environment: EnvironmentContext) -> None:
         """The user's env.py calls `configure` itself: force a transaction per revision and add
@@ -281,8 +281,9 @@ class _Staging:
     def steps(self, steps: list[RevisionStep],
               context: MigrationContext) -> Iterator[RevisionStep]:
         """Alembic asks for the next step after committing the one before."""
-        self._versions = {"version_table": context.version_table,
-                          "version_table_schema": context.version_table_schema}
+        self._version_table = sa.Table(
+            context.version_table, sa.MetaData(), sa.Column("version_num", sa.String),
+            schema=context.version_table_schema)
         for step in steps:
             self.checkpoint()
             revision = step.revision.revision
@@ -297,10 +298,9 @@ class _Staging:
         self.stamped = True  # inside the revision's transaction: not committed yet
 
     def checkpoint(self, *, final: bool = False) -> None:
-        if self.checkpoints is None or not (self.stamped or final) or not self._versions:
+        if self.checkpoints is None or not (self.stamped or final) or self._version_table is None:
             return
-        heads = MigrationContext.configure(self.witness, opts=self._versions) \
-            .get_current_heads()
+        heads = self._committed_heads()
         self.stamped = False
         committed = heads[0] if len(heads) == 1 else None
         if committed == self.in_flight:
@@ -308,6 +308,16 @@ class _Staging:
         if committed != self.reported:
             self.reported = committed
             self.checkpoints.committed(committed)
+
+    def _committed_heads(self) -> list[str]:
+        """The version table as another session reads it: one query per revision, where
+        Alembic's `get_current_heads()` first asks the catalog whether the table exists."""
+        assert self._version_table is not None
+        try:
+            return list(self.witness.execute(sa.select(self._version_table.c.version_num))
+                        .scalars())
+        except sa.exc.ProgrammingError:  # no revision ever committed: no version table yet
+            return []
 
 
 def invalid_indexes(connection: Connection) -> set[tuple[str, str, str]]:
