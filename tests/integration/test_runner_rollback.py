@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.histories import Revision, write_history
+from tests.fixtures.histories import CONNECTION_ENV, Revision, write_history
 from tests.fixtures.runner_cli import columns, revision, run_apply, scalar, tables
 from tests.integration.test_runner_apply import ADD_EMAIL, CREATE_PATIENTS
 
@@ -56,6 +56,26 @@ def test_downgrade_policy_undoes_the_committed_stages(
     assert "RollingBack" in [e["phase"] for e in run.of("phase")]
     assert revision(database_url) is None
     assert tables(database_url) == {"alembic_version"}
+
+
+def test_the_rollback_is_one_downgrade_command_reporting_each_revision(
+    database_url: str, tmp_path: Path
+) -> None:
+    commands = tmp_path / "env-runs.txt"
+    counting_env = CONNECTION_ENV.replace(
+        "from alembic import context\n",
+        f"from alembic import context\nopen({str(commands)!r}, 'a').write('ran\\n')\n", 1)
+    migrations = write_history(tmp_path, [CREATE_PATIENTS, ADD_EMAIL, FAILS_ON_DATA],
+                               env=counting_env)
+
+    run = run_apply(database_url, migrations)
+
+    assert run.result["reason"] == "RolledBackByDowngrade", run
+    # One upgrade command, one downgrade command: as `alembic downgrade` runs a history.
+    assert commands.read_text().splitlines() == ["ran", "ran"]
+    assert [e["message"] for e in run.of("phase") if e["phase"] == "RollingBack"][-4:] == [
+        "downgrading b2", "downgraded to a1", "downgrading a1", "downgraded to base"]
+    assert revision(database_url) is None
 
 
 def test_downgrade_stops_at_the_revision_the_run_started_from(

@@ -61,6 +61,20 @@ def snapshot_objects(connection: Connection) -> frozenset[ObjectKey]:
 
 
 @dataclass
+class _DowngradeProgress:
+    """Checkpoints of the rollback's downgrade: each revision reported as it is undone."""
+
+    reporter: Reporter
+
+    def starting(self, revision: str) -> None:
+        self.reporter.emit("phase", phase="RollingBack", message=f"downgrading {revision}")
+
+    def committed(self, revision: str | None) -> None:
+        self.reporter.emit("phase", phase="RollingBack",
+                           message=f"downgraded to {revision or 'base'}")
+
+
+@dataclass
 class RollbackOutcome:
     outcome: Literal["RolledBack", "Failed"]
     reason: str
@@ -184,23 +198,14 @@ class Rollback:
         return RollbackOutcome(outcome, reason, what, current, undone)
 
     def _downgrade(self) -> str | None:
-        """Downgrade stage by stage, newest first; None when it reached the from-revision."""
+        """One downgrade command to the from-revision, a transaction per revision, each
+        revision reported as it starts; None when it got there."""
         try:
-            for target in self._downgrade_targets(self.migrator.current()):
-                self.reporter.emit("phase", phase="RollingBack",
-                                   message=f"downgrading to {target or 'base'}")
-                self.migrator.downgrade(target)
+            if self.migrator.current() != self.from_revision:
+                self.migrator.downgrade(self.from_revision, _DowngradeProgress(self.reporter))
         except Exception as exc:
             return describe(exc, self.migrator.database_url)
         return None
-
-    def _downgrade_targets(self, current: str | None) -> list[str | None]:
-        for index in range(len(self.boundaries) - 1, -1, -1):
-            before, revisions = self.boundaries[index]
-            if current in revisions:
-                earlier = [b for b, _ in self.boundaries[:index]]
-                return [before, *reversed(earlier)]
-        return [] if current == self.from_revision else [self.from_revision]
 
     def _restore(self) -> str | None:
         """Everything in the database replaced by the backup, in one transaction."""

@@ -178,10 +178,16 @@ class Migrator:
         staging.checkpoint(final=True)
         return attempts
 
-    def downgrade(self, target: str | None) -> Attempts:
+    def downgrade(self, target: str | None, checkpoints: Checkpoints | None = None) -> Attempts:
+        """Downgrade to `target` in one command, a transaction per revision, as upgrades run."""
         destination = target or "base"
-        return self.with_lock_retries(lambda: self._command(
-            destination, lambda rev: self.script._downgrade_revs(destination, rev), None))
+        staging = _Staging(checkpoints, self.witness)
+        attempts = self.with_lock_retries(
+            lambda: self._command(
+                destination, lambda rev: self.script._downgrade_revs(destination, rev), staging),
+            position=lambda: staging.in_flight)
+        staging.checkpoint(final=True)
+        return attempts
 
     def _command(self, destination: str, steps: Callable[[Any], list[RevisionStep]],
                  staging: _Staging | None) -> None:
