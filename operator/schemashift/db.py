@@ -6,38 +6,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from schemashift import errors, redact
+from schemashift import dburl, errors, redact
 
 CONNECT_TIMEOUT_SECONDS = 10
 APPLICATION_NAME = "schemashift"
+UNPARSEABLE = "(a database URL that does not parse)"
 
 
 def parse_url(url: str) -> URL:
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise errors.UsageError(
-            f"database URL is not valid: {redact.redact(str(exc), url)}",
-            hint="use postgresql://user:password@host:5432/dbname",
-        ) from None
-    if parsed.get_backend_name() != "postgresql":
-        raise errors.UsageError(
-            f"database {safe_url(parsed)} is {parsed.get_backend_name()!r}, not PostgreSQL",
-            hint="schemashift manages PostgreSQL databases only (postgresql://…)",
-        )
-    return parsed.set(drivername="postgresql+psycopg")
+    """The URL for psycopg; any URL that cannot work is a usage error that shows none of it."""
+    checked = dburl.check(url)
+    if isinstance(checked, dburl.Problem):
+        raise errors.UsageError(f"the database URL {checked.what}", hint=checked.hint)
+    return checked.set(drivername="postgresql+psycopg")
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL as it may be shown: password replaced by ***."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return redact.redact(str(url))
+    """The URL as it may be shown: password replaced by ***; a URL that does not parse is
+    described, never shown (it may be a secret of another kind)."""
+    checked = dburl.check(url) if isinstance(url, str) else url
+    if isinstance(checked, dburl.Problem):
+        return UNPARSEABLE
+    return checked.set(drivername="postgresql").render_as_string(hide_password=True)
 
 
 def make_engine(url: str) -> Engine:

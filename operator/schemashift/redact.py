@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
+# Up to the last @ of the word: a password with an unencoded @ is masked whole, not in part.
 _URL_PASSWORD = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@"
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>\S*)@"
 )
 _KEYWORD_PASSWORD = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|token|aws_secret_access_key)\s*[=:]\s*"

@@ -132,6 +132,7 @@ def take_backup(database_url: str, backup_url: str, *, from_revision: str | None
     meter.waiting_on(store)
     store.check_access(destination)
     server_version_num = _server_version_num(database_url)
+    pg_bin_dir = pgtools.tools_dir(server_version_num, pg_bin_dir)  # one version for all tools
     pg_dump_version = check_pg_dump_version(server_version_num, pg_bin_dir)
     find_pg_tool("pg_restore", pg_bin_dir)  # needed to verify: fail before dumping, not after
     find_pg_tool("psql", pg_bin_dir)  # a rollback by restore runs the restore through psql
@@ -321,6 +322,7 @@ def restore_backup(database_url: str, object_url: str, *, clean: bool, jobs: int
     """Restore a verified backup into the database (empty, or existing with `clean`: then
     everything in it is replaced, in one transaction when `jobs` is 1)."""
     source = s3.parse_url(object_url)
+    db.parse_url(database_url)  # a URL that cannot work is refused before anything connects
     if jobs < 1:
         raise errors.UsageError(f"--jobs must be at least 1, not {jobs}")
     store = open_store()
@@ -336,7 +338,7 @@ def restore_backup(database_url: str, object_url: str, *, clean: bool, jobs: int
     pgrestore.run_restore(
         store, info, expected_sha256=info.metadata[META_SHA256], database_url=database_url,
         clean=clean, jobs=jobs, meter=meter,
-        pg_bin_dir=pg_bin_dir)
+        pg_bin_dir=pgtools.tools_for_archive(info.metadata.get(META_PG_DUMP_VERSION), pg_bin_dir))
 
 
 def backup(project: Project, url: str, reporter: progress.Reporter

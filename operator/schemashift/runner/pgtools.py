@@ -23,23 +23,86 @@ _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 STDERR_LIMIT = 16 * 1024
 
 
-def find_pg_tool(name: str, pg_bin_dir: Path | None = None) -> Path:
-    """`name` from `pg_bin_dir`, else $SCHEMASHIFT_PG_BINDIR, else PATH."""
-    directory = pg_bin_dir or (Path(os.environ[BINDIR_ENV]) if os.environ.get(BINDIR_ENV) else None)
+# Where distributions install each major version side by side (Debian/Ubuntu; RHEL/PGDG).
+DISTRO_ROOTS: tuple[str, ...] = ("/usr/lib/postgresql/{major}/bin", "/usr/pgsql-{major}/bin")
+
+
+def find_pg_tool(name: str, pg_bin_dir: Path | None = None, *, server_major: int | None = None,
+                 roots: tuple[str, ...] = DISTRO_ROOTS) -> Path:
+    """`name` from `pg_bin_dir`, else $SCHEMASHIFT_PG_BINDIR, else PATH; with `server_major`,
+    a PATH tool older than the server gives way to one in `roots` (the server's major first)."""
+    directory = pg_bin_dir or explicit_bin_dir()
     if directory is not None:
-        path = directory / name
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-        raise errors.UsageError(
-            f"{name} not found in {directory}",
-            hint=f"point {BINDIR_ENV} at the bin directory of the PostgreSQL client tools")
+        return _in_directory(name, directory)
     found = shutil.which(name)
-    if found is None:
-        raise errors.UsageError(
-            f"{name} not found on PATH",
-            hint=f"install the PostgreSQL client tools (at least the server's major version) "
-                 f"or set {BINDIR_ENV} to their bin directory")
-    return Path(found)
+    if server_major is None:
+        if found is None:
+            raise errors.UsageError(
+                f"{name} not found on PATH",
+                hint=f"install the PostgreSQL client tools (at least the server's major "
+                     f"version) or set {BINDIR_ENV} to their bin directory")
+        return Path(found)
+    on_path = (Path(found), major_version(tool_version(Path(found)))) if found else None
+    if on_path is not None and on_path[1] >= server_major:
+        return on_path[0]
+    return _from_roots(name, server_major, roots, on_path)
+
+
+def explicit_bin_dir() -> Path | None:
+    value = os.environ.get(BINDIR_ENV)
+    return Path(value) if value else None
+
+
+def _in_directory(name: str, directory: Path) -> Path:
+    path = directory / name
+    if path.is_file() and os.access(path, os.X_OK):
+        return path
+    raise errors.UsageError(
+        f"{name} not found in {directory}",
+        hint=f"point {BINDIR_ENV} at the bin directory of the PostgreSQL client tools")
+
+
+def installed_majors(name: str, roots: tuple[str, ...]) -> list[tuple[int, Path]]:
+    """(major, path) of `name` in every versioned directory of `roots`, in the roots' order."""
+    found: list[tuple[int, Path]] = []
+    for root in roots:
+        head, _, tail = root.partition("{major}")
+        pattern = re.compile(re.escape(head) + r"(\d+)" + re.escape(tail))
+        parent = Path(head) if head.endswith("/") else Path(head).parent
+        entries = list(parent.iterdir()) if parent.is_dir() else []
+        in_root = []
+        for directory in (Path(f"{entry}{tail}") for entry in entries):
+            match = pattern.fullmatch(str(directory))
+            tool = directory / name
+            if match and tool.is_file() and os.access(tool, os.X_OK):
+                in_root.append((int(match.group(1)), tool))
+        found += sorted(in_root)
+    return found
+
+
+def _from_roots(name: str, server_major: int, roots: tuple[str, ...],
+                on_path: tuple[Path, int] | None) -> Path:
+    usable = [(major, tool) for major, tool in installed_majors(name, roots)
+              if major >= server_major and major_version(tool_version(tool)) >= server_major]
+    if usable:
+        return min(usable, key=lambda item: item[0])[1]  # the server's own major, else closest
+    raise _none_fits(name, server_major, roots, on_path)
+
+
+def _none_fits(name: str, server_major: int, roots: tuple[str, ...],
+               on_path: tuple[Path, int] | None) -> errors.PolicyRefused:
+    seen = [f"{name} {major} at {tool}" for major, tool in installed_majors(name, roots)]
+    if on_path is not None:
+        seen.insert(0, f"{name} {on_path[1]} at {on_path[0]} (PATH)")
+    looked = ", ".join(["PATH", *(root.replace("{major}", "<major>") for root in roots)])
+    return errors.PolicyRefused(
+        f"no {name} of PostgreSQL {server_major} or newer: found "
+        f"{'; '.join(seen) or 'none'}; looked in {looked}",
+        hint=f"{name} must be at least the server's major version ({server_major}): install "
+             f"the PostgreSQL {server_major} client tools (Debian/Ubuntu: postgresql-client-"
+             f"{server_major}; RHEL: postgresql{server_major}) or set {BINDIR_ENV} to their "
+             "bin directory",
+        reason=reasons.PG_DUMP_TOO_OLD)
 
 
 def tool_version(path: Path) -> str:
@@ -69,11 +132,32 @@ def server_version_text(server_version_num: int) -> str:
     return f"{server_version_num // 10000}.{rest // 100}.{rest % 100}"
 
 
-def check_pg_dump_version(server_version_num: int, pg_bin_dir: Path | None = None) -> str:
+def tools_dir(server_version_num: int, pg_bin_dir: Path | None = None,
+              roots: tuple[str, ...] = DISTRO_ROOTS) -> Path | None:
+    """The bin directory every tool of one run comes from (pg_dump's), None for PATH."""
+    if pg_bin_dir or explicit_bin_dir():
+        return pg_bin_dir or explicit_bin_dir()
+    path = find_pg_tool("pg_dump", server_major=server_version_num // 10000, roots=roots)
+    found = shutil.which("pg_dump")
+    return None if found is not None and Path(found) == path else path.parent
+
+
+def tools_for_archive(pg_dump_version: str | None, pg_bin_dir: Path | None = None,
+                      roots: tuple[str, ...] = DISTRO_ROOTS) -> Path | None:
+    """The bin directory for restoring an archive: pg_restore reads only archives of its own
+    major or older ones."""
+    match = _VERSION.search(pg_dump_version or "")
+    if match is None:
+        return pg_bin_dir or explicit_bin_dir()
+    return tools_dir(int(match.group(1)) * 10000, pg_bin_dir, roots)
+
+
+def check_pg_dump_version(server_version_num: int, pg_bin_dir: Path | None = None,
+                          roots: tuple[str, ...] = DISTRO_ROOTS) -> str:
     """pg_dump's version string; refused when pg_dump is older than the server (it cannot dump)."""
-    path = find_pg_tool("pg_dump", pg_bin_dir)
-    version = tool_version(path)
     server_major = server_version_num // 10000
+    path = find_pg_tool("pg_dump", pg_bin_dir, server_major=server_major, roots=roots)
+    version = tool_version(path)
     if major_version(version) < server_major:
         server = server_version_text(server_version_num)
         raise errors.PolicyRefused(

@@ -123,7 +123,7 @@ class _Run:
 
     def _preflight_and_run(self) -> RunResult:
         url = self.project.require_database_url()
-        self._phase("Planning", f"preflight: {db.safe_url(url)}")
+        self._phase("Planning", f"preflight: {db.safe_url(db.parse_url(url))}")  # never echoed
         config = scripts.alembic_config(self.project.require_migrations_dir(), url)
         script = scripts.script_directory(config)
         scripts.single_head(script)
@@ -225,7 +225,7 @@ class _Run:
             raise errors.PolicyRefused(
                 f"the plan is {the_plan.hash}, not the approved {expected}: the database "
                 f"(now at {the_plan.from_revision or 'base'}) or the migrations changed since "
-                "the plan was approved; nothing was changed",
+                "the plan was approved",
                 hint="review the new plan (schemashift plan) and approve its hash",
                 reason=reasons.PLAN_STALE,
             )
