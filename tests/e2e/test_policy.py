@@ -31,6 +31,8 @@ AUTHOR_RULES = [
      "verbs": ["create", "get", "list", "watch", "update", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
 ]
+# Marked by the admin (operator_fixtures.EXAMPLES_POLICY, and the admission policy below).
+ALLOWED_ACCOUNT = "hms-schemashift-runner"
 # An API key of another app: a value that must never appear where a namespace reader looks.
 API_KEY = "sk_live_9fQ2xT7vLm4Rb8Zp3Kd6Wn1Yc5Hj0Gs"
 
@@ -119,6 +121,8 @@ def admission_policy(control_plane: ControlPlane, helm: str, migrations: Migrati
                         "templates/admission-policy.yaml",
                         "--set", f"operator.watchNamespaces={{{ns}}}",
                         "--set", "policy.allowedImages={ghcr.io/schemashift/*}",
+                        "--set", f"policy.allowedServiceAccounts={{{ALLOWED_ACCOUNT}}}",
+                        "--set", "policy.allowedTolerationKeys={dedicated/*}",
                         "--set", "operator.jobImage=schemashift:e2e")
     control_plane.kubectl("apply", "-f", "-", input=rendered)
     try:
@@ -181,6 +185,27 @@ def test_the_admission_policy_lets_a_plain_spec_and_a_job_creator_through(
     migrations.wait_phase("shaped", "Failed")
     assert migrations.condition("shaped", "Ready")["reason"] == reasons.POLICY_DENIED
     assert migrations.wait_phase("plain", "Succeeded")["phase"] == "Succeeded"
+
+
+def test_the_admission_policy_admits_what_the_admin_allowed(
+    control_plane: ControlPlane, migrations: Migrations, author: Path, admission_policy: None,
+    tmp_path: Path,
+) -> None:
+    history = write_history(tmp_path, [CREATE])
+    probe = migrations.manifest("shaped", _merge(spec(history), SHAPING["image"][0]))
+    assert _refused_at_admission(control_plane, author, probe).returncode != 0
+    allowed = _merge(spec(history), {"job": {
+        "serviceAccountName": ALLOWED_ACCOUNT,
+        "tolerations": [{"key": "dedicated/migrations", "operator": "Exists"}]}})
+    control_plane_taint = _merge(spec(history), {"job": {"tolerations": [
+        {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}})
+
+    admitted = _apply_as(control_plane, author, migrations.manifest("allowed", allowed))
+    refused = _apply_as(control_plane, author,
+                        migrations.manifest("cp", control_plane_taint))
+
+    assert admitted.returncode == 0, admitted.stderr
+    assert refused.returncode != 0 and "spec.job.tolerations" in refused.stderr, refused.stderr
 
 
 def test_a_secret_that_holds_no_database_url_is_never_echoed(
