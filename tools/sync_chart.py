@@ -4,7 +4,8 @@
 Sources of truth and what is generated from them:
 
 - ``manifests/crd/*.yaml`` (the CRD) -> ``charts/schemashift/templates/crds/<file>``: the same
-  CRD behind ``crds.create``, annotated ``helm.sh/resource-policy: keep`` (``crds.keep``).
+  CRD behind ``crds.create``, annotated ``helm.sh/resource-policy: keep`` (``crds.keep``). The
+  CRD's run option fields are themselves written by ``tools/gen_crd.py``, which then reruns this.
 - ``manifests/rbac/*.yaml`` (the operator's least-privilege RBAC) ->
   ``charts/schemashift/templates/rbac.yaml``: the same Roles/ClusterRoles (rules verbatim) and
   bindings, with names and the subject following the release.

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from schemashift import errors, project, redact
+from schemashift.runner import options_table as table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,37 +71,27 @@ def _run_options(**kwargs: Any) -> Any:
     return _module("runner.pipeline").RunOptions(**kwargs)
 
 
+def _table_option(row: table.Option, **overrides: Any) -> Callable[[F], F]:
+    """click's option for a row of the run options table (runner/options_table.py)."""
+    attrs: dict[str, Any] = {"envvar": row.env or None, "show_envvar": bool(row.env),
+                             "help": row.help}
+    if isinstance(row, table.Flag):
+        attrs["is_flag"] = True
+    elif isinstance(row, table.RuleNames):
+        attrs["multiple"] = True
+    else:
+        attrs.update(default=row.default, show_default=row.default is not None)
+    if isinstance(row, table.Choice):
+        attrs["type"] = click.Choice(row.choices)
+    elif isinstance(row, table.Count):
+        attrs["type"] = int  # the range is checked by RunOptions, with the hint the table gives
+    attrs.update(overrides)
+    return click.option(row.flag, row.name, **attrs)
+
+
 def _runner_options(func: F) -> F:
-    options = [
-        click.option("--target", default="head", show_default=True, envvar="SCHEMASHIFT_TARGET",
-                     help="Revision id or 'head'."),
-        click.option("--backup-url", envvar="SCHEMASHIFT_BACKUP_URL",
-                     help="s3://bucket/prefix/ for the verified pg_dump taken before changes."),
-        click.option("--rollback-policy", default="downgrade", show_default=True,
-                     envvar="SCHEMASHIFT_ROLLBACK_POLICY",
-                     type=click.Choice(["downgrade", "restore", "none"])),
-        click.option("--dry-run", is_flag=True, envvar="SCHEMASHIFT_DRY_RUN",
-                     help="Plan only: change nothing."),
-        click.option("--lock-timeout", default="5s", show_default=True,
-                     envvar="SCHEMASHIFT_LOCK_TIMEOUT", help="Per-attempt lock_timeout."),
-        click.option("--statement-timeout", default="0s", show_default=True,
-                     envvar="SCHEMASHIFT_STATEMENT_TIMEOUT", help="0s means none."),
-        click.option("--lock-retries", default=10, show_default=True, type=int,
-                     envvar="SCHEMASHIFT_LOCK_RETRIES"),
-        click.option("--lint", "lint_mode", default="block", show_default=True,
-                     envvar="SCHEMASHIFT_LINT", type=click.Choice(["block", "warn", "off"])),
-        click.option("--allow", "allow", multiple=True, envvar="SCHEMASHIFT_ALLOW",
-                     help="Lint rule accepted for this run (repeatable)."),
-        click.option("--lock-wait", default="60s", show_default=True,
-                     envvar="SCHEMASHIFT_LOCK_WAIT",
-                     help="How long to wait for another migration's lock on this database."),
-        click.option("--verify-models", is_flag=True, envvar="SCHEMASHIFT_VERIFY_MODELS",
-                     help="After migrating, fail if the database still differs from the models."),
-        click.option("--expect-plan-hash", envvar="SCHEMASHIFT_EXPECT_PLAN_HASH",
-                     help="Refuse to change anything unless the plan has this hash (approval)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
+    for row in reversed(table.RUN_OPTIONS):
+        func = _table_option(row)(func)
     return func
 
 
@@ -159,7 +150,7 @@ def sync_models_to_db(as_json: bool, **kwargs: Any) -> None:
 
 @cli.command("plan")
 @_common_options
-@click.option("--target", default="head", show_default=True, help="Revision id or 'head'.")
+@_table_option(table.TARGET, envvar=None, show_envvar=False)
 def plan_command(as_json: bool, target: str, **kwargs: Any) -> None:
     """Revisions to apply, their stages, lint and integrity findings, and the SQL."""
     result = _module("plan").build_plan(_project(kwargs), target=target)
@@ -199,8 +190,7 @@ def run_job(as_json: bool, resource: str | None, termination_log: Path, **kwargs
 
 @cli.command("backup")
 @_common_options
-@click.option("--backup-url", required=True, envvar="SCHEMASHIFT_BACKUP_URL",
-              help="s3://bucket/prefix/")
+@_table_option(table.BACKUP_URL, required=True, help="s3://bucket/prefix/")
 def backup(as_json: bool, backup_url: str, **kwargs: Any) -> None:
     """Take a verified pg_dump into object storage."""
     status = _module("runner.backup").backup(
@@ -245,8 +235,7 @@ def operator(namespaces: tuple[str, ...], liveness: str, metrics_port: int,
 @click.argument("name")
 @click.option("--namespace", "-n", envvar="SCHEMASHIFT_NAMESPACE", default=None,
               help="Default: the pod's namespace, else the kubeconfig's.")
-@click.option("--timeout", default="30m", show_default=True,
-              help="Give up after this long (keep it below helm's --timeout).")
+@_table_option(table.WAIT_TIMEOUT)
 def wait(name: str, namespace: str | None, timeout: str) -> None:
     """Block until a SchemaMigration is Succeeded; exit 1 on Failed/RolledBack (Helm hooks)."""
     wait_for = _module("kube.wait").wait_for

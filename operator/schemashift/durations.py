@@ -3,13 +3,15 @@
 `PATTERN` is the grammar itself: the runner, `wait` and the CRD's CEL rules all use it, so a
 value one of them accepts is accepted by all. It is Go's grammar without a sign (no option takes
 a negative duration), written without backslashes so it can sit inside a CEL string as it is.
-`durationpy` does the arithmetic.
+The arithmetic keeps nanoseconds (a timedelta would round 500ns to zero, which CEL does not),
+and the longest duration is Go's (2^63-1 ns, about 292 years); `durationpy` writes durations.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
+from fractions import Fraction
 
 import durationpy
 
@@ -18,6 +20,10 @@ from schemashift import errors
 UNITS = ("ns", "us", "µs", "μs", "ms", "s", "m", "h")
 _NUMBER = "([0-9]+([.][0-9]*)?|[.][0-9]+)"
 PATTERN = f"^(0|({_NUMBER}({'|'.join(UNITS)}))+)$"
+_PART = re.compile(f"(?P<number>{_NUMBER})(?P<unit>{'|'.join(UNITS)})")
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
+            "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+_GO_MAX_NS = 2**63 - 1
 EXAMPLES = "500ms, 5s, 2m, 1h30m or 1.5s"
 HINT = f"write a number and a unit, as Kubernetes does: {EXAMPLES} (units: ns, us, ms, s, m, h)"
 _GRAMMAR = re.compile(PATTERN)
@@ -39,11 +45,12 @@ def seconds(value: str, *, name: str) -> float:
         if re.fullmatch(r"[0-9]+([.][0-9]*)?", text):
             hint = f"add a unit: {text}s for seconds, {text}ms for milliseconds ({EXAMPLES})"
         raise errors.UsageError(f"{name} {shown(value)} is not a duration", hint=hint)
-    try:
-        return float(durationpy.from_str(text).total_seconds())
-    except durationpy.DurationError:  # past datetime.timedelta's range (about 2.7 million years)
+    total_ns = sum(Fraction(part["number"]) * _UNIT_NS[part["unit"]]
+                   for part in _PART.finditer(text))
+    if total_ns > _GO_MAX_NS:
         raise errors.UsageError(f"{name} {shown(value)} is too long to be a duration",
-                                hint=HINT) from None
+                                hint=HINT)
+    return float(total_ns / 1_000_000_000)
 
 
 def text(total_seconds: float) -> str:

@@ -1,17 +1,22 @@
-"""The one CRD source: structural, described, defaults matching what the operator assumes."""
+"""The one CRD source: structural, described, its option fields generated from the options table,
+the other defaults matching what the operator assumes."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
 from schemashift.kube import resource
+from schemashift.runner import options_table as table
 
-CRD_FILE = Path(__file__).parents[2] / "manifests" / "crd" / "schemamigrations.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "manifests" / "crd" / "schemamigrations.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -70,18 +75,46 @@ def test_every_cel_rule_explains_itself(crd: dict[str, Any]) -> None:
         assert len(rule.get("message", "")) > 30, rule
 
 
-def test_defaults_are_the_ones_the_operator_assumes(crd: dict[str, Any]) -> None:
+def load_gen_crd() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_crd", ROOT / "tools" / "gen_crd.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_option_fields_are_generated_from_the_options_table() -> None:
+    """A hand edit of an option's field (its default, grammar, bounds) fails here."""
+    assert load_gen_crd().stale() == [], "run: python tools/gen_crd.py"
+
+
+def test_the_generator_rewrites_a_hand_edited_field_and_keeps_the_rest() -> None:
+    gen_crd = load_gen_crd()
+    committed = CRD_FILE.read_text()
+    edited = committed.replace("default: 5s", "default: 7s", 1)
+    assert edited != committed
+    assert gen_crd.generate(edited) == committed
+    untouched = committed.replace("Where the migration stands.", "Where it stands.")
+    assert gen_crd.generate(untouched) == untouched
+
+
+def test_each_option_field_is_declared_by_its_row(crd: dict[str, Any]) -> None:
+    spec_schema = _version(crd)["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for option in table.SPEC_OPTIONS:
+        node = spec_schema
+        for key in (option.cr or "").split("."):
+            node = node["properties"][key]
+        assert node.get("default") == option.crd_default(), option.name
+        assert node == (option.crd_schema() or node), option.name
+
+
+def test_defaults_outside_the_table_are_the_ones_the_operator_assumes(
+    crd: dict[str, Any],
+) -> None:
     spec_schema = _version(crd)["schema"]["openAPIV3Schema"]["properties"]["spec"]
     defaults = {path: node["default"] for path, node in _nodes(spec_schema) if "default" in node}
     assumed = resource.MigrationSpec.from_body({})
-    assert defaults[".target"] == assumed.target == "head"
     assert defaults[".environment"] == assumed.environment == "development"
-    assert defaults[".rollback.policy"] == assumed.rollback_policy == "downgrade"
-    assert defaults[".safety.lockTimeout"] == assumed.lock_timeout
-    assert defaults[".safety.statementTimeout"] == assumed.statement_timeout
-    assert defaults[".safety.lockRetries"] == assumed.lock_retries
-    assert defaults[".safety.lint"] == assumed.lint
-    assert defaults[".dryRun"] is assumed.dry_run is False
     assert defaults[".approval.required"] is assumed.approval_required is False
     assert defaults[".deadlineSeconds"] == assumed.deadline_seconds == 1800
     assert defaults[".job.ttlSecondsAfterFinished"] == assumed.ttl_seconds_after_finished
@@ -89,6 +122,17 @@ def test_defaults_are_the_ones_the_operator_assumes(crd: dict[str, Any]) -> None
     # Objects holding defaults default to {} themselves, or their defaults would never apply.
     for parent in (".rollback", ".safety", ".approval", ".job"):
         assert defaults[parent] == {}
+
+
+def test_spec_reads_each_option_from_its_field_or_the_rows_default() -> None:
+    assumed = resource.MigrationSpec.from_body({})
+    for option in table.SPEC_OPTIONS:
+        assert getattr(assumed, option.name) == (option.from_spec({})), option.name
+    spec = resource.MigrationSpec.from_body(
+        {"safety": {"lockTimeout": "1.5s", "lockRetries": "3", "allow": ["drop-table"]},
+         "rollback": {"policy": "none"}, "target": ""})
+    assert (spec.lock_timeout, spec.lock_retries, spec.allow) == ("1.5s", 3, ("drop-table",))
+    assert (spec.rollback_policy, spec.target) == ("none", table.TARGET.default)
 
 
 def test_status_phases_are_the_contracts(crd: dict[str, Any]) -> None:

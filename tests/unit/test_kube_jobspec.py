@@ -9,6 +9,8 @@ import pytest
 
 from schemashift import cli
 from schemashift.kube import jobspec, resource
+from schemashift.runner import options_table as table
+from schemashift.runner.options import RunOptions
 
 SPEC: dict[str, Any] = {
     "database": {"urlSecretRef": {"name": "app-db", "key": "url"}},
@@ -18,8 +20,8 @@ SPEC: dict[str, Any] = {
     "backup": {"enabled": True, "url": "s3://backups/app/", "endpoint": "http://seaweedfs:8333",
                "credentialsSecretRef": {"name": "backup-s3"}},
     "rollback": {"policy": "restore"},
-    "safety": {"lockTimeout": "2s", "statementTimeout": "30s", "lockRetries": 7, "lint": "warn",
-               "allow": ["add-column-default", "drop-column"]},
+    "safety": {"lockTimeout": "1.5s", "statementTimeout": "1h30m", "lockRetries": 7, "lint": "warn",
+               "allow": ["add-column-volatile-default", "drop-column"]},
     "deadlineSeconds": 600,
     "job": {"serviceAccountName": "migrator", "nodeSelector": {"pool": "batch"},
             "tolerations": [{"key": "batch", "operator": "Exists"}],
@@ -103,32 +105,49 @@ def test_secrets_only_by_reference() -> None:
     assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(job)
 
 
-@pytest.mark.parametrize("purpose,dry_run", [("apply", False), ("plan", True), ("replan", True)])
-def test_run_job_reads_the_options_from_the_env(
-    monkeypatch: pytest.MonkeyPatch, purpose: jobspec.Purpose, dry_run: bool
-) -> None:
-    """The env the Job gets, parsed by the real `schemashift run-job` option definitions."""
-    job = jobspec.build_job(body(), "img", purpose)
-    own = {k: v for k, v in env(job).items() if k.startswith("SCHEMASHIFT_")}
-    known = {p.envvar for p in cli.run_job.params if getattr(p, "envvar", None)}
-    assert set(own) - {"SCHEMASHIFT_DATABASE_URL"} <= known
-    for name, value in own.items():
-        if isinstance(value, str):
+def run_job_params(job: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The Job's env, parsed by the real `schemashift run-job` option definitions."""
+    for option in table.RUN_OPTIONS:
+        monkeypatch.delenv(option.env, raising=False)
+    for name, value in env(job).items():
+        if name.startswith("SCHEMASHIFT_") and isinstance(value, str):
             monkeypatch.setenv(name, value)
     monkeypatch.setenv("SCHEMASHIFT_DATABASE_URL", "postgresql+psycopg://u:p@h/db")
-    params = cli.run_job.make_context("run-job", []).params
+    # Under `schemashift`: a context of its own would rename click's help option for later uses.
+    parent = cli.cli.make_context("schemashift", ["run-job"])
+    return dict(cli.run_job.make_context("run-job", [], parent=parent).params)
+
+
+@pytest.mark.parametrize("purpose,dry_run", [("apply", False), ("plan", True), ("replan", True)])
+def test_every_spec_option_reaches_run_job_through_the_env(
+    monkeypatch: pytest.MonkeyPatch, purpose: jobspec.Purpose, dry_run: bool
+) -> None:
+    """Each row of SPEC_OPTIONS, set in SPEC to a value other than its default, arrives in the
+    runner's RunOptions as the spec has it (the dry run: as the Job's purpose says)."""
+    job = jobspec.build_job(body(), "img", purpose)
+    own = {k for k in env(job) if k.startswith("SCHEMASHIFT_")}
+    known = {p.envvar for p in cli.run_job.params if getattr(p, "envvar", None)}
+    assert own - {"SCHEMASHIFT_DATABASE_URL"} <= known
+    params = run_job_params(job, monkeypatch)
+    received = RunOptions(**{name: params[name] for name in table.BY_NAME})
+    for option in table.SPEC_OPTIONS:
+        expected = dry_run if option is table.DRY_RUN else option.check(option.from_spec(SPEC))
+        assert getattr(received, option.name) == expected, option.name
+        if option is not table.DRY_RUN:
+            assert expected != option.default, f"SPEC leaves {option.cr} at its default"
     assert params["resource"] == "shop/app"
     assert params["migrations"].as_posix() == "/app/migrations"
     assert params["environment"] == "production"
-    assert params["target"] == "9f8e7d6c"
-    assert params["backup_url"] == "s3://backups/app/"
-    assert params["rollback_policy"] == "restore"
-    assert params["dry_run"] is dry_run
-    assert (params["lock_timeout"], params["statement_timeout"]) == ("2s", "30s")
-    assert params["lock_retries"] == 7 and params["lint_mode"] == "warn"
-    assert params["allow"] == ("add-column-default", "drop-column")
     assert str(params["termination_log"]) == "/dev/termination-log"
     assert env(job)["AWS_ENDPOINT_URL"] == "http://seaweedfs:8333"
+
+
+def test_a_spec_at_its_defaults_runs_with_the_runners_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    minimal = {"database": SPEC["database"], "migrations": SPEC["migrations"]}
+    params = run_job_params(jobspec.build_job(body(minimal), "img", "apply"), monkeypatch)
+    assert RunOptions(**{name: params[name] for name in table.BY_NAME}) == RunOptions()
 
 
 @pytest.mark.parametrize("purpose,expected", [("apply", "abc123"), ("plan", None),
@@ -138,8 +157,4 @@ def test_only_the_apply_job_is_bound_to_the_approved_plan(
 ) -> None:
     job = jobspec.build_job(body(), "img", purpose, expected_plan_hash="abc123")
     assert env(job).get("SCHEMASHIFT_EXPECT_PLAN_HASH") == expected
-    for name, value in env(job).items():
-        if name.startswith("SCHEMASHIFT_") and isinstance(value, str):
-            monkeypatch.setenv(name, value)
-    monkeypatch.setenv("SCHEMASHIFT_DATABASE_URL", "postgresql+psycopg://u:p@h/db")
-    assert cli.run_job.make_context("run-job", []).params["expect_plan_hash"] == expected
+    assert run_job_params(job, monkeypatch)["expect_plan_hash"] == expected

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
 
+import click
 import pytest
 
-from schemashift import errors
+from schemashift import cli, errors
 from schemashift.progress import RunResult, StageStatus
 from schemashift.runner import lock, pipeline, stages
+from schemashift.runner import options_table as table
 from schemashift.runner.options import RunOptions, parse_duration, postgres_ms
 
 
@@ -33,11 +36,50 @@ def test_postgres_ms_never_rounds_a_duration_to_none() -> None:
     assert (postgres_ms(0), postgres_ms(0.0001), postgres_ms(5)) == ("0", "1ms", "5000ms")
 
 
-def test_options_defaults_match_the_cli() -> None:
+def parse(command: click.Command) -> dict[str, object]:
+    """The command's parameters from its env and defaults, in a context under `schemashift` (a
+    context of its own would give click's help option other names, for every later use)."""
+    parent = cli.cli.make_context("schemashift", [command.name or ""])
+    return dict(command.make_context(command.name, [], parent=parent).params)
+
+
+def test_options_defaults_are_the_tables() -> None:
     options = RunOptions()
+    assert {f.name for f in dataclasses.fields(RunOptions)} == set(table.BY_NAME)
+    for option in table.RUN_OPTIONS:
+        assert getattr(options, option.name) == option.default, option.name
     assert (options.lock_timeout_s, options.statement_timeout_s, options.lock_wait_s) == (
         5.0, 0.0, 60.0)
     assert (options.policy(), options.lint(), options.lock_retries) == ("downgrade", "block", 10)
+
+
+@pytest.mark.parametrize("command", [cli.apply, cli.run_job])
+def test_the_runner_commands_options_are_the_tables_rows(
+    command: click.Command, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = {param.name: param for param in command.params}
+    for option in table.RUN_OPTIONS:
+        param = params[option.name]
+        assert isinstance(param, click.Option)
+        assert (param.opts, param.envvar, param.help) == ([option.flag], option.env, option.help)
+        assert param.multiple is isinstance(option, table.RuleNames)
+        assert param.is_flag is isinstance(option, table.Flag)
+        if isinstance(option, table.Choice):
+            assert isinstance(param.type, click.Choice)
+            assert tuple(param.type.choices) == option.choices
+        monkeypatch.delenv(option.env, raising=False)
+    parsed = parse(command)
+    assert RunOptions(**{name: parsed[name] for name in table.BY_NAME}) == RunOptions()
+
+
+def test_the_other_commands_take_their_options_from_the_table_too() -> None:
+    def param(command: click.Command, name: str) -> click.Parameter:
+        return next(p for p in command.params if p.name == name)
+
+    assert param(cli.plan_command, "target").default == table.TARGET.default
+    assert param(cli.backup, "backup_url").envvar == table.BACKUP_URL.env
+    timeout = param(cli.wait, "timeout")
+    assert (timeout.default, timeout.opts) == (table.WAIT_TIMEOUT.default, ["--timeout"])
 
 
 @pytest.mark.parametrize("kwargs", [

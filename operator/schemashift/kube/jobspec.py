@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from schemashift.kube import resource
+from schemashift.runner import options_table as table
 
 Purpose = Literal["plan", "replan", "apply"]
 
@@ -47,6 +48,21 @@ def owner_reference(body: resource.Body) -> dict[str, Any]:
     }
 
 
+def run_option_values(spec: resource.MigrationSpec, purpose: Purpose,
+                      expected_plan_hash: str | None = None) -> dict[str, Any]:
+    """The run options this Job runs with, by RunOptions field (unset ones: the runner's default).
+
+    Only an apply Job changes anything, and only it is bound to the approved plan.
+    """
+    values: dict[str, Any] = {option.name: getattr(spec, option.name)
+                              for option in table.SPEC_OPTIONS}
+    values[table.DRY_RUN.name] = purpose != "apply"
+    values[table.BACKUP_URL.name] = spec.backup_url if spec.backup_enabled else None
+    if purpose == "apply":
+        values[table.EXPECT_PLAN_HASH.name] = expected_plan_hash
+    return values
+
+
 def job_env(spec: resource.MigrationSpec, ref: str, purpose: Purpose,
             expected_plan_hash: str | None = None) -> list[dict[str, Any]]:
     """Options of `schemashift run-job`, by the environment variables it reads."""
@@ -54,25 +70,19 @@ def job_env(spec: resource.MigrationSpec, ref: str, purpose: Purpose,
         "SCHEMASHIFT_RESOURCE": ref,
         "SCHEMASHIFT_MIGRATIONS": spec.script_location,
         "SCHEMASHIFT_ENV": spec.environment,
-        "SCHEMASHIFT_TARGET": spec.target,
-        "SCHEMASHIFT_ROLLBACK_POLICY": spec.rollback_policy,
-        "SCHEMASHIFT_DRY_RUN": "false" if purpose == "apply" else "true",
-        "SCHEMASHIFT_LOCK_TIMEOUT": spec.lock_timeout,
-        "SCHEMASHIFT_STATEMENT_TIMEOUT": spec.statement_timeout,
-        "SCHEMASHIFT_LOCK_RETRIES": str(spec.lock_retries),
-        "SCHEMASHIFT_LINT": spec.lint,
+    }
+    for name, value in run_option_values(spec, purpose, expected_plan_hash).items():
+        option = table.BY_NAME[name]
+        text = option.env_text(value)
+        if text is not None:
+            plain[option.env] = text
+    if spec.backup_enabled and spec.backup_endpoint:
+        plain["AWS_ENDPOINT_URL"] = spec.backup_endpoint
+    plain.update({
         "SCHEMASHIFT_TERMINATION_LOG": TERMINATION_LOG,
         "HOME": "/tmp",
         "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    if expected_plan_hash and purpose == "apply":
-        plain["SCHEMASHIFT_EXPECT_PLAN_HASH"] = expected_plan_hash
-    if spec.allow:
-        plain["SCHEMASHIFT_ALLOW"] = " ".join(spec.allow)  # click splits a multiple option's env
-    if spec.backup_enabled:
-        plain["SCHEMASHIFT_BACKUP_URL"] = spec.backup_url
-        if spec.backup_endpoint:
-            plain["AWS_ENDPOINT_URL"] = spec.backup_endpoint
+    })
     url_ref = {"name": spec.database_url.name, "key": spec.database_url.key}
     return [
         {"name": "SCHEMASHIFT_DATABASE_URL", "valueFrom": {"secretKeyRef": url_ref}},

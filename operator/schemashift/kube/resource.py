@@ -1,5 +1,7 @@
 """The SchemaMigration resource: its names, and its spec read with the contract's defaults.
 
+The run options' defaults come from their one declaration (runner/options_table.py).
+
 The API server applies the CRD's defaults; reading them again here keeps the operator correct for
 objects stored before a default existed and lets unit tests use small literal specs.
 """
@@ -8,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+
+from schemashift.runner import options_table as table
 
 GROUP = "schemashift.io"
 VERSION = "v1alpha1"
@@ -40,19 +44,20 @@ class MigrationSpec:
     database_url: SecretKeyRef
     script_location: str
     image: str = ""
-    target: str = "head"
     environment: str = "development"
     backup_enabled: bool = False
-    backup_url: str = ""
     backup_endpoint: str = ""
     backup_credentials: str = ""
-    rollback_policy: str = "downgrade"
-    lock_timeout: str = "5s"
-    statement_timeout: str = "0s"
-    lock_retries: int = 10
-    lint: str = "block"
-    allow: tuple[str, ...] = ()
-    dry_run: bool = False
+    # The run options' fields (runner/options_table.py SPEC_OPTIONS), one per row:
+    target: str = cast(str, table.TARGET.default)
+    backup_url: str | None = table.BACKUP_URL.default
+    rollback_policy: str = table.ROLLBACK_POLICY.default
+    dry_run: bool = table.DRY_RUN.default
+    lock_timeout: str = table.LOCK_TIMEOUT.default
+    statement_timeout: str = table.STATEMENT_TIMEOUT.default
+    lock_retries: int = table.LOCK_RETRIES.default
+    lint_mode: str = table.LINT_MODE.default
+    allow: tuple[str, ...] = table.ALLOW.default
     approval_required: bool = False
     deadline_seconds: int = 1800
     service_account: str = ""
@@ -69,25 +74,16 @@ class MigrationSpec:
         url_ref = database.get("urlSecretRef") or {}
         migrations = spec.get("migrations") or {}
         backup = spec.get("backup") or {}
-        safety = spec.get("safety") or {}
         job = spec.get("job") or {}
         return cls(
             database_url=SecretKeyRef(url_ref.get("name", ""), url_ref.get("key") or "url"),
             script_location=migrations.get("scriptLocation", ""),
             image=migrations.get("image") or "",
-            target=spec.get("target") or "head",
             environment=spec.get("environment") or "development",
             backup_enabled=bool(backup.get("enabled", False)),
-            backup_url=backup.get("url") or "",
             backup_endpoint=backup.get("endpoint") or "",
             backup_credentials=(backup.get("credentialsSecretRef") or {}).get("name", ""),
-            rollback_policy=(spec.get("rollback") or {}).get("policy") or "downgrade",
-            lock_timeout=safety.get("lockTimeout") or "5s",
-            statement_timeout=safety.get("statementTimeout") or "0s",
-            lock_retries=int(safety.get("lockRetries", 10)),
-            lint=safety.get("lint") or "block",
-            allow=tuple(safety.get("allow") or ()),
-            dry_run=bool(spec.get("dryRun", False)),
+            **{option.name: option.from_spec(spec) for option in table.SPEC_OPTIONS},
             approval_required=bool((spec.get("approval") or {}).get("required", False)),
             deadline_seconds=int(spec.get("deadlineSeconds", 1800)),
             service_account=job.get("serviceAccountName") or "",

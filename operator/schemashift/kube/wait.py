@@ -4,14 +4,14 @@ Exit codes: 0 Succeeded; 1 Failed / RolledBack / timed out; 2 bad input (bad dur
 resource after a short grace period, not allowed to read it, no Kubernetes configuration);
 3 API server unreachable.
 
-The decisions (what a status means, what line to print, how to parse a duration) are pure
-functions over plain dicts; `wait_for` only feeds them from a watch.
+The decisions (what a status means, what line to print) are pure functions over plain dicts;
+`wait_for` only feeds them from a watch. `--timeout` is a duration in the one grammar of
+schemashift.durations (Go's), with the bounds of options_table.WAIT_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,10 +24,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from schemashift import errors
+from schemashift.kube import resource
+from schemashift.runner import options_table as table
 
-GROUP = "schemashift.io"
-VERSION = "v1alpha1"
-PLURAL = "schemamigrations"
+GROUP, VERSION, PLURAL = resource.GROUP, resource.VERSION, resource.PLURAL
 SUCCEEDED = "Succeeded"
 FAILED_PHASES = ("Failed", "RolledBack")
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -37,9 +37,6 @@ RETRY_DELAY_S = 2.0
 WATCH_CHUNK_S = 60  # server-side watch timeout; the loop reconnects
 
 Echo = Callable[[str], Any]
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class WaitError(Exception):
@@ -56,20 +53,6 @@ class Verdict:
 
     code: int
     message: str
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go-style duration: "90s", "30m", "1h30m", "500ms"; a bare number is seconds."""
-    value = text.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        return float(value)
-    parts = _DURATION_PART.findall(value)
-    if not value or "".join(n + u for n, u in parts) != value:
-        raise errors.UsageError(
-            f"invalid duration {text!r}",
-            hint='use a number with a unit, e.g. "90s", "30m" or "1h30m"',
-        )
-    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
 def format_duration(seconds: float) -> str:
@@ -364,7 +347,7 @@ def _describe(exc: BaseException) -> str:
 def wait_for(
     name: str,
     namespace: str | None = None,
-    timeout: str = "30m",
+    timeout: str = table.WAIT_TIMEOUT.default,
     echo: Echo = print,
     *,
     not_found_grace: float = NOT_FOUND_GRACE_S,
@@ -372,7 +355,7 @@ def wait_for(
 ) -> int:
     """Watch SchemaMigration `name` until it finishes; print progress; return the exit code."""
     try:
-        timeout_s = parse_duration(timeout)
+        timeout_s = table.WAIT_TIMEOUT.seconds(timeout)  # the runner's and the CRD's grammar
         if not name:
             raise WaitError(errors.EXIT_USAGE, "a SchemaMigration name is required")
         api, ns = load_api(namespace)

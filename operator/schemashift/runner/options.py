@@ -34,7 +34,7 @@ def postgres_ms(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class RunOptions:
-    target: str = table.TARGET.default or "head"
+    target: str = cast(str, table.TARGET.default)
     backup_url: str | None = table.BACKUP_URL.default
     rollback_policy: str = table.ROLLBACK_POLICY.default
     dry_run: bool = table.DRY_RUN.default

@@ -35,11 +35,16 @@ class Option:
     help: str
     cr: str | None = None  # field under `spec`, dotted: "safety.lockTimeout"
     default: Any = None
+    description: str = ""  # the CRD's, when it says more than the CLI's help
 
     @property
     def title(self) -> str:
         """How messages name it: 'lock timeout'."""
         return self.name.replace("_", " ")
+
+    @property
+    def crd_description(self) -> str:
+        return self.description or self.help
 
     @property
     def cr_name(self) -> str:
@@ -61,8 +66,13 @@ class Option:
         """The value as the Job's environment carries it (None: leave the variable unset)."""
         return None if value is None or value == "" else str(value)
 
+    def crd_default(self) -> Any:
+        """The CRD field's default (None: the field has none)."""
+        return self.default
+
     def crd_schema(self) -> dict[str, Any] | None:
-        """This field's schema in the CRD, or None where the CRD's own text is the source."""
+        """This field's schema in the CRD, or None where the CRD's own text is the source
+        (tools/gen_crd.py then writes only `crd_default` into it)."""
         return None
 
 
@@ -83,7 +93,6 @@ class Flag(Option):
 class Choice(Option):
     default: str
     choices: tuple[str, ...]
-    description: str = ""
 
     def check(self, value: Any) -> str:
         if value not in self.choices:
@@ -95,7 +104,7 @@ class Choice(Option):
         return str(value)
 
     def crd_schema(self) -> dict[str, Any]:
-        return {"type": "string", "description": self.description or self.help,
+        return {"type": "string", "description": self.crd_description,
                 "default": self.default, "enum": list(self.choices)}
 
 
@@ -119,7 +128,7 @@ class Count(Option):
         return int(value) if isinstance(value, str) and value.isdigit() else value
 
     def crd_schema(self) -> dict[str, Any]:
-        return {"type": "integer", "description": self.help, "default": self.default,
+        return {"type": "integer", "description": self.crd_description, "default": self.default,
                 "minimum": self.minimum, "maximum": self.maximum}
 
 
@@ -131,7 +140,6 @@ class Duration(Option):
     maximum: float  # seconds
     zero: str | None = None
     zero_refused: str = ""  # why 0 is refused (with zero None)
-    description: str = ""
 
     def seconds(self, value: Any) -> float:
         return durations.bounded(
@@ -156,7 +164,7 @@ class Duration(Option):
             rules.append({
                 "rule": f"!self.matches('{pattern}') || duration(self) > duration('0s')",
                 "message": f"{field} must be greater than zero: {self.zero_refused}"})
-        return {"type": "string", "description": self.description or self.help,
+        return {"type": "string", "description": self.crd_description,
                 "default": self.default, "maxLength": 32, "x-kubernetes-validations": rules}
 
 
@@ -189,11 +197,14 @@ class RuleNames(Option):
     def env_text(self, value: Any) -> str | None:
         return " ".join(value) or None  # click splits a multiple option's env var on spaces
 
+    def crd_default(self) -> list[str]:
+        return list(self.default)
+
     def crd_schema(self) -> dict[str, Any]:
         names = sorted(lint_rule_names())
         listed = ", ".join(f"'{name}'" for name in names)
         return {
-            "type": "array", "description": self.help, "default": [],
+            "type": "array", "description": self.crd_description, "default": self.crd_default(),
             "maxItems": self.max_items,
             "items": {
                 "type": "string", "description": "A lint rule name.", "maxLength": 63,
@@ -227,8 +238,8 @@ DRY_RUN = Flag(name="dry_run", flag="--dry-run", env="SCHEMASHIFT_DRY_RUN", cr="
 LOCK_TIMEOUT = Duration(
     name="lock_timeout", flag="--lock-timeout", env="SCHEMASHIFT_LOCK_TIMEOUT",
     cr="safety.lockTimeout", default="5s", maximum=600.0,
-    zero_refused="without a lock timeout a migration can queue behind a long transaction and "
-                 "block all traffic on the table; use e.g. 5s",
+    zero_refused="0 means wait forever, and a migration queued behind a long transaction "
+                 "would then block all traffic on the table; use e.g. 5s",
     help="Per-attempt lock_timeout.",
     description="Per-attempt lock_timeout (e.g. 500ms, 5s); app queries never wait longer "
                 "behind a migration.")
@@ -245,7 +256,8 @@ LINT_MODE = Choice(
     default="block", choices=("block", "warn", "off"),
     help="block stops on a lint finding not in allow; warn reports it; off skips lint.")
 ALLOW = RuleNames(name="allow", flag="--allow", env="SCHEMASHIFT_ALLOW", cr="safety.allow",
-                  help="Lint rule accepted for this run (repeatable).")
+                  help="Lint rule accepted for this run (repeatable).",
+                  description="Lint rule names accepted for this run.")
 LOCK_WAIT = Duration(
     name="lock_wait", flag="--lock-wait", env="SCHEMASHIFT_LOCK_WAIT", default="60s",
     maximum=24 * _HOUR, zero="fail at once",
