@@ -73,6 +73,7 @@ APPROVAL_HASH_MISMATCH = "ApprovalHashMismatch"
 PLAN_STALE = "PlanStale"
 SECRET_NOT_FOUND = "SecretNotFound"
 SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
+SERVICE_ACCOUNT_NOT_FOUND = "ServiceAccountNotFound"
 IMAGE_NOT_SET = "ImageNotSet"
 # The admin's policy (chart values `policy.*`) refuses the image, ServiceAccount, tolerations,
 # nodeSelector or priorityClassName: no Job is created.
@@ -83,6 +84,7 @@ IMAGE_PULL_FAILED = "ImagePullFailed"
 CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
 JOB_FAILED_WITHOUT_RESULT = "JobFailedWithoutResult"
 JOB_NOT_FOUND = "JobNotFound"
+JOB_REJECTED = "JobRejected"  # the API server refused the Job or its pods (4xx, FailedCreate)
 SPEC_CHANGED_DURING_RUN = "SpecChangedDuringRun"
 ALREADY_SUCCEEDED = "AlreadySucceeded"
 DELETED_WHILE_RUNNING = "DeletedWhileRunning"

@@ -108,9 +108,17 @@ class OperatorProcess:
 def smig_crd(control_plane: ControlPlane) -> Path:
     """The SchemaMigration CRD from manifests/crd/, applied and Established."""
     control_plane.kubectl("apply", "-f", str(CRD_FILE))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/schemamigrations.schemashift.io")
-    return CRD_FILE
+    # Not `kubectl wait --for=condition=Established`: it errors out instead of waiting when the
+    # CRD has no conditions yet (right after a create).
+    extensions = client.ApiextensionsV1Api(control_plane.admin_api())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        crd = extensions.read_custom_resource_definition("schemamigrations.schemashift.io")
+        if any(c.type == "Established" and c.status == "True"
+               for c in (crd.status.conditions or []) if crd.status):
+            return CRD_FILE
+        time.sleep(0.2)
+    raise AssertionError("the SchemaMigration CRD is not Established after 60 s")
 
 
 @pytest.fixture(scope="session")

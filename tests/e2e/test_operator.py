@@ -244,6 +244,37 @@ def test_missing_secret_fails_without_a_job(
     assert len(migrations.jobs()) == 1
 
 
+def test_missing_service_account_fails_without_a_job(
+    migrations: Migrations, database_url: str, tmp_path: Path
+) -> None:
+    history = at_a1(database_url, tmp_path, [CREATE, ADD])
+    migrations.core.delete_namespaced_service_account("schemashift-migration",
+                                                      migrations.namespace)
+    migrations.apply("app", spec(history))
+    status = migrations.wait_phase("app", "Failed")
+    assert migrations.condition("app", "Ready")["reason"] == reasons.SERVICE_ACCOUNT_NOT_FOUND
+    assert "schemashift-migration does not exist" in status["message"]
+    assert migrations.jobs() == []
+    assert runner_cli.revision(database_url) == "a1"
+
+
+def test_a_pod_the_job_controller_cannot_create_fails_within_seconds(
+    migrations: Migrations, database_url: str, tmp_path: Path
+) -> None:
+    history = at_a1(database_url, tmp_path, [CREATE, ADD])
+    # LimitRanger admission refuses the pod (the Job itself is admitted): FailedCreate.
+    migrations.core.create_namespaced_limit_range(migrations.namespace, {
+        "metadata": {"name": "tiny"},
+        "spec": {"limits": [{"type": "Container", "max": {"memory": "1Mi"}}]}})
+    migrations.apply("app", spec(history, deadlineSeconds=600))
+    status = migrations.wait_phase("app", "Failed", timeout=60)
+    assert migrations.condition("app", "Ready")["reason"] == reasons.JOB_REJECTED, status
+    assert "maximum memory usage per Container is 1Mi" in status["message"], status["message"]
+    assert migrations.events("app")[-1][:2] == ("Warning", reasons.JOB_REJECTED)
+    migrations.wait("app", lambda s: migrations.jobs() == [], 30, "its Job deleted")
+    assert runner_cli.revision(database_url) == "a1"
+
+
 def test_spec_change_during_a_run_does_not_alter_it(
     migrations: Migrations, database_url: str, tmp_path: Path
 ) -> None:

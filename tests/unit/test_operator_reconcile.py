@@ -15,6 +15,7 @@ import pytest
 
 from schemashift import progress, reasons
 from schemashift.kube import resource
+from schemashift.kube.client import JobRejected
 from schemashift.operator import reconcile
 
 NS = "shop"
@@ -42,6 +43,9 @@ class FakeApi:
         self.events: list[tuple[str, str, str, str]] = []
         self.created: list[str] = []
         self.fail_next_patch = False
+        self.service_accounts = {resource.DEFAULT_JOB_SERVICE_ACCOUNT}
+        self.refuse_jobs: JobRejected | None = None
+        self.create_failures: dict[str, str] = {}  # Job → the Job controller's FailedCreate
 
     async def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
         found = self.migrations.get(name)
@@ -59,7 +63,15 @@ class FakeApi:
     async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
         return self.secrets.get(name)
 
+    async def service_account_exists(self, namespace: str, name: str) -> bool:
+        return name in self.service_accounts
+
+    async def job_create_failures(self, namespace: str, job_name: str) -> str | None:
+        return self.create_failures.get(job_name)
+
     async def create_job(self, job: Mapping[str, Any]) -> bool:
+        if self.refuse_jobs is not None:
+            raise self.refuse_jobs
         name = job["metadata"]["name"]
         if name in self.jobs:
             return False
@@ -178,6 +190,51 @@ def test_missing_secret_fails_without_a_job(api: FakeApi, ctx: reconcile.Context
     api.secrets["nope"] = {"url"}  # created later: the migration runs, no spec change needed
     run(ctx, "app")
     assert api.status("app")["step"] == "apply" and len(api.created) == 1
+
+
+def test_a_missing_service_account_fails_at_once_without_a_job(
+    api: FakeApi, ctx: reconcile.Context
+) -> None:
+    api.add("app")
+    api.service_accounts.clear()
+    run(ctx, "app")
+    assert api.condition("app", "Ready")["reason"] == reasons.SERVICE_ACCOUNT_NOT_FOUND
+    assert f"ServiceAccount {NS}/schemashift-migration does not exist" in api.status("app")[
+        "message"]
+    assert api.created == []
+    api.service_accounts.add(resource.DEFAULT_JOB_SERVICE_ACCOUNT)  # an admin adds it
+    run(ctx, "app")
+    assert api.status("app")["step"] == "apply" and len(api.created) == 1
+
+
+def test_a_job_the_api_server_refuses_fails_with_its_message(
+    api: FakeApi, ctx: reconcile.Context
+) -> None:
+    api.add("app")
+    api.refuse_jobs = JobRejected(403, 'jobs.batch "app-1" is forbidden: exceeded quota: q')
+    run(ctx, "app")
+    status = api.status("app")
+    assert (status["phase"], status["step"]) == ("Failed", "done")
+    assert api.condition("app", "Ready")["reason"] == reasons.JOB_REJECTED
+    assert "exceeded quota" in status["message"] and "HTTP 403" in status["message"]
+    assert api.events[-1][1:3] == ("Warning", reasons.JOB_REJECTED)
+
+
+def test_a_pod_the_job_controller_cannot_create_fails_the_run_and_stops_the_job(
+    api: FakeApi, ctx: reconcile.Context
+) -> None:
+    api.add("app")
+    run(ctx, "app")
+    job = api.status("app")["jobName"]
+    run(ctx, "app")
+    assert api.status("app")["step"] == "apply"  # no pod yet, no failure: still waiting
+    api.create_failures[job] = 'pods "x" is forbidden: exceeded quota: pods'
+    run(ctx, "app")
+    status = api.status("app")
+    assert status["phase"] == "Failed", status
+    assert api.condition("app", "Ready")["reason"] == reasons.JOB_REJECTED
+    assert "exceeded quota: pods" in status["message"]
+    assert job not in api.jobs
 
 
 def test_missing_key_and_missing_image(api: FakeApi, ctx: reconcile.Context) -> None:

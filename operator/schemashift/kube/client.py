@@ -34,6 +34,21 @@ def _json(response: Any) -> Body:
     return dict(json.loads(response.data))
 
 
+class JobRejected(Exception):
+    """The API server refused to create the Job (a 4xx other than 409): retrying cannot help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
 class KubeApi:
     """What the operator needs from the API server, each call returning JSON-shaped dicts."""
 
@@ -85,8 +100,25 @@ class KubeApi:
         except ApiException as exc:
             if exc.status == 409:
                 return False
+            if exc.status is not None and 400 <= exc.status < 500:
+                raise JobRejected(exc.status, redact.redact(_api_message(exc))) from None
             raise
         return True
+
+    async def service_account_exists(self, namespace: str, name: str) -> bool:
+        found = await self._call(self.core.read_namespaced_service_account, name, namespace)
+        return found is not None
+
+    async def job_create_failures(self, namespace: str, job_name: str) -> str | None:
+        """The Job controller's latest FailedCreate message (it could not create the pod: quota,
+        pod security, a missing ServiceAccount), None when there is none."""
+        found = await self._call(
+            self.core.list_namespaced_event, namespace,
+            field_selector=f"involvedObject.kind=Job,involvedObject.name={job_name},"
+                           "reason=FailedCreate")
+        events = sorted((found or {}).get("items") or [],
+                        key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return redact.redact(str(events[-1].get("message") or "")) if events else None
 
     async def get_job(self, namespace: str, name: str) -> Body | None:
         return await self._call(self.batch.read_namespaced_job, name, namespace)

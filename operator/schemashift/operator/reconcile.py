@@ -19,6 +19,7 @@ from schemashift import progress, reasons, redact
 from schemashift.kube import conditions, jobspec, resource
 from schemashift.kube import policy as kpolicy
 from schemashift.kube import status as kstatus
+from schemashift.kube.client import JobRejected
 
 Body = Mapping[str, Any]
 RUNNING_STEPS = frozenset({"plan", "replan", "apply"})
@@ -31,6 +32,8 @@ class Api(Protocol):
     async def list_migrations(self, namespace: str) -> list[dict[str, Any]]: ...
     async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
     async def secret_keys(self, namespace: str, name: str) -> set[str] | None: ...
+    async def service_account_exists(self, namespace: str, name: str) -> bool: ...
+    async def job_create_failures(self, namespace: str, job_name: str) -> str | None: ...
     async def create_job(self, job: Mapping[str, Any]) -> bool: ...
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def delete_job(self, namespace: str, name: str) -> None: ...
@@ -140,7 +143,8 @@ async def _start(ctx: Context, body: Body) -> None:
 async def validate(
     ctx: Context, body: Body, spec: resource.MigrationSpec
 ) -> tuple[str, str] | None:
-    """What the schema cannot check: the image, and that the Secrets exist with their keys."""
+    """What the schema cannot check: the image, the policy, that the ServiceAccount exists and
+    the Secrets exist with their keys."""
     namespace = body["metadata"]["namespace"]
     if not (spec.image or ctx.job_image):
         return reasons.IMAGE_NOT_SET, ("spec.migrations.image is empty and the operator has no "
@@ -148,6 +152,13 @@ async def validate(
     denied = [] if ctx.policy is None else kpolicy.check(ctx.policy, spec, ctx.job_image)
     if denied:  # before any Secret is looked at: a refused spec learns nothing about them
         return reasons.POLICY_DENIED, kpolicy.describe(denied)
+    account = spec.service_account or resource.DEFAULT_JOB_SERVICE_ACCOUNT
+    if not await ctx.api.service_account_exists(namespace, account):
+        # The Job controller would only retry creating its pod until the deadline.
+        return reasons.SERVICE_ACCOUNT_NOT_FOUND, (
+            f"ServiceAccount {namespace}/{account} does not exist: create it (an admin installs "
+            "schemashift-migration per namespace, see docs/install.md) or set "
+            "spec.job.serviceAccountName")
     for name, keys in spec.secret_keys().items():
         found = await ctx.api.secret_keys(namespace, name)
         if found is None:
@@ -200,7 +211,13 @@ async def _launch(ctx: Context, body: Body, spec: resource.MigrationSpec,
     expected = approved if spec.approval_required else None
     job = jobspec.build_job(body, spec.image or ctx.job_image or "", purpose, seq, expected)
     name = job["metadata"]["name"]
-    created = await ctx.api.create_job(job)
+    try:
+        created = await ctx.api.create_job(job)
+    except JobRejected as exc:  # e.g. a quota or an admission webhook: no retry can help
+        await _fail(ctx, body, reasons.JOB_REJECTED,
+                    f"the API server refused Job {name} (HTTP {exc.status}): {exc}; "
+                    "nothing was run", fields=_fresh_fields())
+        return
     doing = {"plan": "plan", "replan": "re-plan (the database may have moved)",
              "apply": "migrate"}[purpose]
     message = f"Job {name} started to {doing} to {spec.target}"
@@ -228,6 +245,13 @@ async def _track_job(ctx: Context, body: Body) -> None:
     else:
         pods = await ctx.api.job_pods(meta["namespace"], status["jobName"])
         outcome = kstatus.job_outcome(job, pods)
+        if not pods and not outcome.finished:
+            refused = await ctx.api.job_create_failures(meta["namespace"], status["jobName"])
+            if refused is not None:
+                outcome = kstatus.JobOutcome(
+                    True, reasons.JOB_REJECTED,
+                    f"the Job controller cannot create the pod of Job {status['jobName']}: "
+                    f"{refused}", stop_job=True)
     if not outcome.finished:
         await _announce_phase(ctx, body, status.get("phase"))
         return
