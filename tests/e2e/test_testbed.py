@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import textwrap
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -427,3 +431,164 @@ def test_a_deployment_becomes_available(
         "Deployment web to be available",
         lambda: apps.read_namespaced_deployment("web", namespace).status.available_replicas == 1,
     )
+
+
+PRINT_THREE_LINES = ["python", "-c", "print('one'); print('two'); print('three')"]
+
+
+def run_to_completion(core: client.CoreV1Api, namespace: str, name: str, argv: list[str]) -> None:
+    core.create_namespaced_pod(namespace, pod_manifest(name, argv))
+    pod = wait_for(f"pod {name} to finish", lambda: terminated_pod(core, namespace, name))
+    assert pod.status.phase == "Succeeded"
+
+
+def test_kubectl_logs_reads_the_output_through_the_api_server(
+    kubelet: ProcessKubelet, control_plane: ControlPlane, core: client.CoreV1Api, namespace: str
+) -> None:
+    run_to_completion(core, namespace, "talk", PRINT_THREE_LINES)
+
+    logs = control_plane.kubectl("logs", "-n", namespace, "talk")
+    tail = control_plane.kubectl("logs", "-n", namespace, "talk", "--tail=1")
+    # _preload_content=False: client 36.0.x returns the repr of the bytes (kubernetes-client/
+    # python#2596); reading the raw body works with every version.
+    limited = core.read_namespaced_pod_log(
+        "talk", namespace, limit_bytes=6, _preload_content=False
+    ).data.decode()
+
+    assert (logs.stdout, tail.stdout, limited) == ("one\ntwo\nthree\n", "three\n", "one\ntw")
+
+
+def test_kubectl_logs_previous_reads_the_run_before_the_restart(
+    kubelet: ProcessKubelet,
+    control_plane: ControlPlane,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "first-run-done"
+    script = (
+        "import pathlib, sys; m = pathlib.Path(sys.argv[1])\n"
+        "if m.exists(): print('second run')\n"
+        "else: print('first run'); m.touch(); sys.exit(3)"
+    )
+    manifest = pod_manifest("flaky", ["python", "-c", script, str(marker)])
+    manifest["spec"]["restartPolicy"] = "OnFailure"
+    core.create_namespaced_pod(namespace, manifest)
+    wait_for("the second run", lambda: terminated_pod(core, namespace, "flaky"))
+
+    current = control_plane.kubectl("logs", "-n", namespace, "flaky")
+    previous = control_plane.kubectl("logs", "-n", namespace, "flaky", "--previous")
+
+    assert (current.stdout, previous.stdout) == ("second run\n", "first run\n")
+
+
+def test_kubectl_logs_follow_streams_until_the_process_exits(
+    kubelet: ProcessKubelet,
+    control_plane: ControlPlane,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    go_on = tmp_path / "go-on"
+    script = (
+        "import pathlib, sys, time\n"
+        "print('first', flush=True)\n"
+        "while not pathlib.Path(sys.argv[1]).exists(): time.sleep(0.1)\n"
+        "print('last')"
+    )
+    core.create_namespaced_pod(
+        namespace, pod_manifest("chatty", ["python", "-c", script, str(go_on)])
+    )
+    wait_for("the first line", lambda: "first" in kubelet.pod_log(namespace, "chatty"))
+    follow = subprocess.Popen(
+        ["kubectl", "logs", "-f", "-n", namespace, "chatty"],
+        env=control_plane.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follow.stdout is not None
+        first = follow.stdout.readline()  # streamed while the process still waits
+        go_on.touch()
+        rest, errors = follow.communicate(timeout=60)
+    finally:
+        follow.kill()
+    assert (first, rest, follow.returncode) == ("first\n", "last\n", 0), errors
+
+
+def test_reading_pod_logs_needs_the_pods_log_permission(
+    kubelet: ProcessKubelet, control_plane: ControlPlane, core: client.CoreV1Api, namespace: str
+) -> None:
+    run_to_completion(core, namespace, "talk", PRINT_THREE_LINES)
+    rbac = client.RbacAuthorizationV1Api(control_plane.admin_api())
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "pod-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "pod-reader"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "pod-reader",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "viewer"}
+            ],
+        },
+    )
+    viewer = control_plane.kubeconfig_for_user("viewer")
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return control_plane.kubectl(*args, "-n", namespace, kubeconfig=viewer, check=False)
+
+    can_get_pods = kubectl("auth", "can-i", "get", "pods")
+    can_read_logs = kubectl("auth", "can-i", "get", "pods", "--subresource=log")
+    denied = kubectl("logs", "talk")
+    assert (can_get_pods.stdout, can_read_logs.stdout) == ("yes\n", "no\n")
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied
+
+    rbac.patch_namespaced_role(
+        "pod-reader",
+        namespace,
+        [
+            {
+                "op": "add",
+                "path": "/rules/-",
+                "value": {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+            }
+        ],
+    )
+    assert kubectl("auth", "can-i", "get", "pods", "--subresource=log").stdout == "yes\n"
+    assert kubectl("logs", "talk").stdout == "one\ntwo\nthree\n"
+
+
+def test_the_kubelet_serves_logs_only_to_the_api_server(
+    kubelet: ProcessKubelet, control_plane: ControlPlane, core: client.CoreV1Api, namespace: str
+) -> None:
+    run_to_completion(core, namespace, "talk", PRINT_THREE_LINES)
+    url = f"https://127.0.0.1:{kubelet.api_server.port}/containerLogs/{namespace}/talk/main"
+    admin = yaml.safe_load(control_plane.admin_kubeconfig.read_text())["users"][0]["user"]
+
+    def get(cert: tuple[str, str] | None) -> tuple[int, str]:
+        context = ssl.create_default_context(cafile=str(control_plane.ca_file))
+        if cert is not None:
+            context.load_cert_chain(*cert)
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    api_server = control_plane.kubelet_client
+    assert get((str(api_server.cert), str(api_server.key))) == (200, "one\ntwo\nthree\n")
+    status, _ = get((admin["client-certificate"], admin["client-key"]))
+    assert status == 403
+    with pytest.raises(OSError):  # the TLS handshake demands a client certificate
+        get(None)

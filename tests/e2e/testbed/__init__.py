@@ -14,7 +14,8 @@ kube-controller-manager (Job, garbage collector, TTL-after-finished, ServiceAcco
 root-CA publisher, namespace, Deployment, ReplicaSet controllers; each controller under its own
 ServiceAccount, as kubeadm runs it). Useful members:
 
-- ``server`` (URL), ``port``, ``ca_file``, ``admin_kubeconfig`` (system:masters), ``log_dir``
+- ``server`` (URL), ``port``, ``ca_file``, ``admin_kubeconfig`` (system:masters), ``log_dir``,
+  ``kubelet_client`` (the client certificate kube-apiserver presents to kubelets)
 - ``kubeconfig_for_service_account(namespace, name) -> Path`` — a TokenRequest token of that
   ServiceAccount (created when missing): run the operator with it to test its RBAC
 - ``service_account_token(namespace, name)``, ``kubeconfig_for_user(user, groups)``
@@ -27,7 +28,9 @@ ServiceAccount, as kubeadm runs it). Useful members:
 :mod:`tests.e2e.testbed.kubelet` for exactly what it models and how a process finds its
 ServiceAccount token (the usual in-cluster path, via a private mount namespace) and its
 termination-message file. ``kubelet.extra_env`` is added to every pod process started later
-(like an image's ENV); ``kubelet.pod_log(namespace, name)`` is the process output.
+(like an image's ENV); ``kubelet.pod_log(namespace, name)`` is the process output, which
+``kubectl logs`` / pods/log also serve through the API server (the kubelet API's container-log
+endpoint, mutual TLS: :mod:`tests.e2e.testbed.kubelet_api`).
 
 ``admin_api`` (session) — a ``kubernetes.client.ApiClient`` as admin.
 

@@ -44,6 +44,9 @@ CONTROLLERS = (
     "replicaset-controller",
 )
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# The identity kube-apiserver presents to kubelets (kubeadm's name for it); no groups, so it is
+# nobody special to the API server itself.
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 READY_TIMEOUT_S = 120.0  # kube-apiserver on 2 busy cores takes 10-60 s to report ready
 
 
@@ -125,7 +128,8 @@ def _kubeconfig(server: str, ca_file: Path, user: dict[str, str]) -> dict[str, A
 
 class ControlPlane:
     """A running control plane. Public attributes: `server` (URL), `ca_file`,
-    `admin_kubeconfig`, `log_dir`, `work_dir`, `port`."""
+    `admin_kubeconfig`, `log_dir`, `work_dir`, `port`, `kubelet_client` (the certificate the API
+    server presents to kubelets)."""
 
     def __init__(self, work_dir: Path, binaries: Binaries) -> None:
         self.work_dir = work_dir
@@ -141,6 +145,7 @@ class ControlPlane:
         self._ca = CertificateAuthority(self.pki_dir)
         self.ca_file = self._ca.cert_file
         self._sa_keys = service_account_keys(self.pki_dir)
+        self.kubelet_client = self._ca.client("apiserver-kubelet-client", KUBELET_CLIENT_USER)
         self.admin_kubeconfig = self._cert_kubeconfig("admin", "testbed-admin", ("system:masters",))
         self._admin: client.ApiClient | None = None
 
@@ -186,6 +191,10 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(_kubeconfig(self.server, self.ca_file, user)))
         path.chmod(0o600)
         return path
+
+    def serving_certificate(self, stem: str, ips: list[str], dns: list[str]) -> KeyPair:
+        """A serving certificate from the cluster CA (which the API server trusts for kubelets)."""
+        return self._ca.serving(stem, ips=ips, dns=dns)
 
     def kubeconfig_for_user(self, user: str, groups: Sequence[str] = ()) -> Path:
         """A kubeconfig authenticating as `user` in `groups` (client certificate)."""
@@ -367,6 +376,11 @@ class ControlPlane:
             # No real endpoints behind the `kubernetes` Service: stop the reconciler rewriting it.
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
+            f"--kubelet-client-certificate={self.kubelet_client.cert}",
+            f"--kubelet-client-key={self.kubelet_client.key}",
+            f"--kubelet-certificate-authority={self.ca_file}",
+            # The node's Hostname address does not resolve here; its InternalIP does.
+            "--kubelet-preferred-address-types=InternalIP",
             "--profiling=false",
         ]
 

@@ -42,7 +42,11 @@ How a process finds its token and termination-message file — the most faithful
 
 Not modelled: init/sidecar containers (only the first container runs), volumes other than the
 token, probes, resources, node selection (every pod fits the one node), token refresh (tokens
-live 1 h), ``kubectl logs`` (read ``ProcessKubelet.pod_log()`` instead).
+live 1 h), log timestamps (``kubectl logs --timestamps/--since`` are refused).
+
+``kubectl logs`` / pods/log work through the API server: the kubelet API's container-log
+endpoint is served over mutual TLS (:mod:`.kubelet_api`), advertised in the Node's
+``daemonEndpoints``. ``ProcessKubelet.pod_log()`` reads the whole output file directly.
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from .controlplane import ControlPlane
+from .controlplane import KUBELET_CLIENT_USER, ControlPlane
+from .kubelet_api import ContainerLog, KubeletServer, LogUnavailable, instance_log
 
 SA_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_SECONDS = 3607  # what the kubelet requests for projected tokens
@@ -126,6 +131,7 @@ class PodRun:
     started_at: str = ""
     pod_started_at: float = 0.0  # monotonic, for activeDeadlineSeconds
     restarts: int = 0
+    log_starts: list[int] = field(default_factory=list)  # where each instance's output begins
     restart_at: float = 0.0
     last_terminated: dict[str, Any] | None = None
     kill_at: float | None = None  # SIGKILL time once SIGTERM was sent
@@ -176,6 +182,12 @@ class ProcessKubelet:
         self._threads: list[threading.Thread] = []
         self._reported: dict[str, str] = {}
         self.use_mount_namespaces = self._mount_namespaces_work()
+        self.api_server = KubeletServer(
+            serving=plane.serving_certificate("kubelet", ips=["127.0.0.1"], dns=[node_name]),
+            client_ca=plane.ca_file,
+            allowed_user=KUBELET_CLIENT_USER,
+            lookup=self._container_log,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -185,6 +197,7 @@ class ProcessKubelet:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False  # the pytest output stays quiet; the file has everything
+        self.api_server.start()
         self._register_node()
         for target in (self._sync_loop, self._watch_loop):
             thread = threading.Thread(target=target, name=f"kubelet-{target.__name__}", daemon=True)
@@ -197,6 +210,7 @@ class ProcessKubelet:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        self.api_server.stop()
         for thread in self._threads:
             thread.join(timeout=15)
         for run in self.runs.values():
@@ -230,6 +244,25 @@ class ProcessKubelet:
             return ""
         return runs[-1].log_file.read_text(errors="replace")
 
+    def _container_log(
+        self, namespace: str, name: str, container: str, previous: bool
+    ) -> ContainerLog:
+        """The kubelet API's view of a pod's log (see kubelet_api.LogLookup)."""
+        runs = [r for r in list(self.runs.values()) if (r.namespace, r.name) == (namespace, name)]
+        if not runs:
+            raise LogUnavailable(404, f'pod "{name}" in namespace "{namespace}" not found')
+        run = runs[-1]
+        if container != run.container:
+            raise LogUnavailable(400, f'container "{container}" is not run by the process kubelet')
+        return instance_log(
+            run.log_file,
+            run.log_starts,
+            lambda: run.running,
+            container=container,
+            pod=name,
+            previous=previous,
+        )
+
     def logs(self, lines: int = 40) -> str:
         """The kubelet's log tail and each pod's output tail, for a failed test's report."""
         parts = [f"--- kubelet ({self.log_file}) ---", _tail(self.log_file, lines)]
@@ -258,6 +291,7 @@ class ProcessKubelet:
                 {"type": "InternalIP", "address": "127.0.0.1"},
                 {"type": "Hostname", "address": self.node_name},
             ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.api_server.port}},
             "conditions": [
                 {
                     "type": "Ready",
@@ -420,6 +454,7 @@ class ProcessKubelet:
         workdir = container.working_dir
         cwd = workdir if workdir and Path(workdir).is_dir() else run.directory
         with run.log_file.open("ab") as out:
+            start = out.tell()
             run.proc = subprocess.Popen(
                 argv,
                 env=env,
@@ -429,6 +464,7 @@ class ProcessKubelet:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a process group: signals reach its children too
             )
+        run.log_starts.append(start)
         run.started_at = _now()
         run.kill_at = None
         threading.Thread(target=self._wait_exit, args=(run.proc,), daemon=True).start()
