@@ -174,7 +174,8 @@ def apply(as_json: bool, **kwargs: Any) -> None:
 @_compare_option
 @_runner_options
 @click.option("--resource", envvar="SCHEMASHIFT_RESOURCE", metavar="NAMESPACE/NAME",
-              help="SchemaMigration whose status receives live progress.")
+              help="The SchemaMigration this Job runs for; the operator reads live progress from "
+                   "this pod's log (the pod has no API rights).")
 @click.option("--termination-log", type=click.Path(path_type=Path),
               envvar="SCHEMASHIFT_TERMINATION_LOG", default="/dev/termination-log",
               show_default=True, help="Where the final result is written for the operator.")
@@ -182,8 +183,7 @@ def run_job(as_json: bool, resource: str | None, termination_log: Path, **kwargs
     """The Kubernetes Job's entrypoint (options come from the environment the operator sets)."""
     pipeline = _module("runner.pipeline")
     proj = _project(kwargs)
-    reporter = _module("kube.reporter").job_reporter(resource)
-    result = pipeline.apply(proj, _run_options(**kwargs), reporter)
+    result = pipeline.apply(proj, _run_options(**kwargs), pipeline.local_reporter(True))
     pipeline.write_termination_message(result, termination_log)
     sys.exit(result.exitCode)
 

@@ -18,7 +18,7 @@ from kubernetes import client
 from schemashift import reasons
 from tests.e2e.operator_fixtures import Migrations
 from tests.e2e.test_chart_install import CHART, helm, template  # noqa: F401 (fixture)
-from tests.e2e.test_operator import CREATE, spec
+from tests.e2e.test_operator import CREATE, FAILING_C3, spec
 from tests.e2e.testbed.controlplane import ControlPlane
 from tests.fixtures import runner_cli
 from tests.fixtures.histories import write_history
@@ -79,8 +79,9 @@ def author(control_plane: ControlPlane, migrations: Migrations) -> Path:
     return kubeconfig
 
 
-def _can(plane: ControlPlane, kubeconfig: Path, ns: str, verb: str, what: str) -> bool:
-    done = plane.kubectl("auth", "can-i", verb, what, "-n", ns, kubeconfig=kubeconfig,
+def _can(plane: ControlPlane, kubeconfig: Path, ns: str, verb: str, what: str,
+         *more: str) -> bool:
+    done = plane.kubectl("auth", "can-i", verb, what, "-n", ns, *more, kubeconfig=kubeconfig,
                          check=False)
     return done.stdout.strip() == "yes"
 
@@ -228,3 +229,37 @@ def test_a_secret_that_holds_no_database_url_is_never_echoed(
     assert not [f for f in fragments if f in seen_by_a_reader], status["message"]
     assert "not a postgresql:// URL" in status["message"], status
     assert "Secret" in status["message"], status
+
+
+def test_no_pod_can_forge_a_result(
+    control_plane: ControlPlane, migrations: Migrations, database_url: str, tmp_path: Path,
+) -> None:
+    """Item 3: the migration ServiceAccount can write no status; a status forged by someone who
+    can is put back by the operator, so `kubectl wait` never sees a success that did not happen."""
+    ns = migrations.namespace
+    runner = control_plane.kubeconfig_for_service_account(ns, "schemashift-migration")
+    for verb, what, *more in [("patch", "schemamigrations.schemashift.io", "--subresource=status"),
+                              ("patch", "schemamigrations.schemashift.io"),
+                              ("get", "secrets"), ("create", "pods")]:
+        assert not _can(control_plane, runner, ns, verb, what, *more), (verb, what, more)
+    failing = write_history(tmp_path, [CREATE, FAILING_C3])
+    migrations.apply("app", spec(failing))
+    status = migrations.wait_phase("app", "RolledBack", "Failed")
+    [job] = migrations.batch.list_namespaced_job(ns).items
+    assert job.spec.template.spec.automount_service_account_token is False
+    assert status["stages"], status  # the live progress the operator read from the pod log
+
+    migrations.custom.patch_namespaced_custom_object_status(
+        "schemashift.io", "v1alpha1", ns, "schemamigrations", "app",
+        {"status": {"phase": "Succeeded", "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Succeeded", "message": "forged",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+
+    restored = migrations.wait("app", lambda s: s.get("phase") == status["phase"], 30,
+                               "the forged phase put back")
+    ready = next(c for c in restored["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False", restored
+    waited = control_plane.kubectl("wait", "--for=condition=Ready", "--timeout=3s",
+                                   "smig/app", "-n", ns, check=False)
+    assert waited.returncode != 0
+    assert runner_cli.revision(database_url) is None

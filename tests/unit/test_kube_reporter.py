@@ -1,69 +1,55 @@
-"""Live progress from the Job: status patches from runner events; never fails the run."""
+"""The runner's pod log folded into status fields: the operator's only view of live progress."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
-
-import pytest
 
 from schemashift import progress
 from schemashift.kube import reporter
 
 
-class Recorder:
-    def __init__(self, fail: int = 0):
-        self.patches: list[dict[str, Any]] = []
-        self.fail = fail
-
-    def __call__(self, update: dict[str, Any]) -> None:
-        if self.fail:
-            self.fail -= 1
-            raise ConnectionError("api down: postgresql://u:hunter22@db/x")
-        self.patches.append(dict(update))
+def log_of(*events: tuple[str, dict[str, Any]]) -> str:
+    """What the runner prints: its JSON lines (the reporter it uses in the Job)."""
+    out = io.StringIO()
+    lines = progress.JsonLinesReporter(stream=out)
+    for event, fields in events:
+        lines.emit(event, **fields)
+    return out.getvalue()
 
 
 def test_runner_events_become_status() -> None:
-    sink = Recorder()
-    live = reporter.StatusReporter(sink)
-    live.emit("phase", phase="BackingUp", message="backing up to s3://b/p/")
-    live.emit("backup", state="InProgress", url="s3://b/p/x.dump", bytes=3 * 1024 * 1024, mbps=9.5)
-    live.emit("stage", name="a1", revision="a1", state="Running")
-    live.emit("stage", name="a1", revision="a1", state="Succeeded")
-    live.emit("plan", plan={"hash": "h", "revisions": [{"revision": "a1", "message": "m"}],
-                            "lint": [{"rule": "r", "severity": "error", "revision": "a1",
-                                      "message": "password=abc"}], "stages": []})
-    assert sink.patches[0] == {"phase": "BackingUp", "message": "backing up to s3://b/p/"}
-    assert sink.patches[1]["backup"]["summary"] == "3.0MiB unverified"
-    assert sink.patches[3]["stages"] == [{"name": "a1", "revision": "a1", "state": "Succeeded"}]
-    assert sink.patches[4]["plan"]["hash"] == "h"
-    assert "abc" not in str(sink.patches[4])
+    text = log_of(
+        ("phase", {"phase": "BackingUp", "message": "backing up to s3://b/p/"}),
+        ("backup", {"state": "InProgress", "url": "s3://b/p/x.dump", "bytes": 3 * 1024 * 1024,
+                    "mbps": 9.5}),
+        ("stage", {"name": "a1", "revision": "a1", "state": "Running"}),
+        ("stage", {"name": "a1", "revision": "a1", "state": "Succeeded"}),
+        ("plan", {"plan": {"hash": "h", "revisions": [{"revision": "a1", "message": "m"}],
+                           "lint": [{"rule": "r", "severity": "error", "revision": "a1",
+                                     "message": "password=abc"}], "stages": []}}))
+
+    found = reporter.progress_from_log(text).fields
+
+    assert found["phase"] == "BackingUp"
+    assert found["backup"]["summary"] == "3.0MiB unverified"
+    assert found["stages"] == [{"name": "a1", "revision": "a1", "state": "Succeeded"}]
+    assert found["currentRevision"] == "a1"
+    assert found["plan"]["hash"] == "h"
+    assert "abc" not in str(found)
 
 
 def test_final_phases_are_left_to_the_operator() -> None:
-    sink = Recorder()
-    reporter.StatusReporter(sink).emit("phase", phase="Succeeded", message="dry run: a1→b2")
-    assert sink.patches == [{"message": "dry run: a1→b2"}]
+    found = reporter.progress_from_log(log_of(
+        ("phase", {"phase": "Planning", "message": "p"}),
+        ("phase", {"phase": "Migrating", "message": "m"}),
+        ("phase", {"phase": "Succeeded", "message": "dry run: a1→b2"})))
+    assert found.fields == {"phase": "Migrating", "message": "dry run: a1→b2"}
+    assert found.phases == [("Planning", "p"), ("Migrating", "m")]
 
 
-def test_api_failure_never_fails_the_run(capsys: pytest.CaptureFixture[str],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reporter, "_BACKOFF_S", 0.0)
-    sink = Recorder(fail=1)
-    live = reporter.StatusReporter(sink)
-    live.emit("phase", phase="Migrating", message="m1")
-    err = capsys.readouterr().err
-    assert "live status update failed" in err and "hunter22" not in err
-    live.emit("stage", name="a1", revision="a1", state="Running")
-    assert sink.patches == [{"phase": "Migrating", "message": "m1",
-                             "stages": [{"name": "a1", "revision": "a1", "state": "Running"}]}]
-
-
-def test_without_a_resource_only_json_lines(monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    assert isinstance(reporter.job_reporter(None), progress.JsonLinesReporter)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    found = reporter.job_reporter("shop/app")  # no in-cluster config here
-    assert isinstance(found, progress.JsonLinesReporter)
-    assert "reporting to stdout only" in capsys.readouterr().err
-    found.emit("phase", phase="Planning")
-    assert '"phase": "Planning"' in capsys.readouterr().out
+def test_lines_that_are_not_runner_events_are_ignored() -> None:
+    text = ("Traceback (most recent call last):\n{not json\n"
+            '{"event": 5}\n["a list"]\n'
+            + log_of(("phase", {"phase": "Planning", "message": "p"})))
+    assert reporter.progress_from_log(text).fields == {"phase": "Planning", "message": "p"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import io
 import itertools
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +47,7 @@ class FakeApi:
         self.service_accounts = {resource.DEFAULT_JOB_SERVICE_ACCOUNT}
         self.refuse_jobs: JobRejected | None = None
         self.create_failures: dict[str, str] = {}  # Job → the Job controller's FailedCreate
+        self.logs: dict[str, str] = {}  # pod → its log
 
     async def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
         found = self.migrations.get(name)
@@ -90,6 +92,9 @@ class FakeApi:
     async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.pods.get(job_name, []))
 
+    async def pod_log(self, namespace: str, pod: str) -> str | None:
+        return self.logs.get(pod)
+
     async def event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((body["metadata"]["name"], type_, reason, message))
 
@@ -106,6 +111,17 @@ class FakeApi:
 
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.migrations[name].get("status") or {})
+
+    def runner_prints(self, name: str, *events: tuple[str, dict[str, Any]]) -> None:
+        """The Job's pod runs and has printed these runner events (JSON lines) so far."""
+        job_name = self.status(name)["jobName"]
+        pod = f"{job_name}-pod"
+        self.pods[job_name] = [{"metadata": {"name": pod, "creationTimestamp": "t"},
+                                "status": {"phase": "Running"}}]
+        out = io.StringIO()
+        for event, fields in events:
+            progress.JsonLinesReporter(stream=out).emit(event, **fields)
+        self.logs[pod] = self.logs.get(pod, "") + out.getvalue()
 
     def condition(self, name: str, type_: str) -> dict[str, Any]:
         found = [c for c in self.status(name).get("conditions", []) if c["type"] == type_]
@@ -394,14 +410,23 @@ def test_image_pull_failure_stops_the_job(api: FakeApi, ctx: reconcile.Context) 
     assert job_name not in api.jobs
 
 
-def test_runner_phases_are_announced_once(api: FakeApi, ctx: reconcile.Context) -> None:
+def test_runner_phases_are_read_from_its_log_and_announced_once(
+    api: FakeApi, ctx: reconcile.Context
+) -> None:
     api.add("app")
     run(ctx, "app")
-    api.migrations["app"]["status"].update(phase="BackingUp", message="backing up")
+    api.runner_prints("app", ("phase", {"phase": "BackingUp", "message": "backing up"}),
+                      ("stage", {"name": "1-a1", "revision": "a1", "state": "Pending"}))
     run(ctx, "app")
     run(ctx, "app")
     assert api.reasons_of("app") == [reasons.JOB_CREATED, "BackingUp"]
-    assert api.status("app")["phase"] == "BackingUp"
+    status = api.status("app")
+    assert (status["phase"], status["message"]) == ("BackingUp", "backing up")
+    assert status["stages"] == [{"name": "1-a1", "revision": "a1", "state": "Pending"}]
+    assert api.condition("app", "Reconciling")["reason"] == reasons.IN_PROGRESS
+    api.runner_prints("app", ("phase", {"phase": "Succeeded", "message": "claims success"}))
+    run(ctx, "app")
+    assert api.status("app")["phase"] == "BackingUp"  # a final phase is the operator's call
 
 
 def test_spec_change_during_a_run(api: FakeApi, ctx: reconcile.Context) -> None:
@@ -446,12 +471,15 @@ def test_deletion_while_running_stops_the_job(api: FakeApi, ctx: reconcile.Conte
     assert "revision a2" in said and api.events[-1][2] == reasons.DELETED_WHILE_RUNNING
 
 
-def test_late_runner_phase_does_not_undo_the_final_one(api: FakeApi,
-                                                       ctx: reconcile.Context) -> None:
+def test_a_forged_status_is_put_back(api: FakeApi, ctx: reconcile.Context) -> None:
     api.add("app")
     run(ctx, "app")
-    api.finish("app", result())
+    api.finish("app", result(outcome="RolledBack", reason=reasons.ROLLED_BACK_DOWNGRADE))
     run(ctx, "app")
-    api.migrations["app"]["status"]["phase"] = "RollingBack"  # a late write from the pod
-    asyncio.run(reconcile.observe(ctx, NS, "app", "RollingBack"))
-    assert api.status("app")["phase"] == "Succeeded"
+    truth = api.status("app")
+    forged = api.migrations["app"]["status"]
+    forged["phase"] = "Succeeded"  # someone with status rights claims success
+    forged["conditions"] = [{"type": "Ready", "status": "True", "reason": "Succeeded"}]
+    asyncio.run(reconcile.observe(ctx, NS, "app"))
+    assert api.status("app")["phase"] == truth["phase"] != "Succeeded"
+    assert api.status("app")["conditions"] == truth["conditions"]

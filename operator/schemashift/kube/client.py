@@ -19,6 +19,7 @@ from schemashift.kube import resource
 
 Body = dict[str, Any]
 _TIMEOUT = 10.0
+LOG_LIMIT_BYTES = 4 * 1024 * 1024  # the runner's JSON lines of one run stay far below
 
 
 def load_config() -> client.ApiClient:
@@ -131,6 +132,21 @@ class KubeApi:
         found = await self._call(self.core.list_namespaced_pod, namespace,
                                  label_selector=f"job-name={job_name}")
         return list((found or {}).get("items") or [])
+
+    async def pod_log(self, namespace: str, pod: str) -> str | None:
+        """The pod's log (None before its container started). Raw bytes: kubernetes 36's
+        decoded variant returns the repr of the bytes (kubernetes-client/python#2596)."""
+        def run() -> str | None:
+            try:
+                response = self.core.read_namespaced_pod_log(
+                    pod, namespace, limit_bytes=LOG_LIMIT_BYTES, _preload_content=False,
+                    _request_timeout=_TIMEOUT)
+            except ApiException as exc:
+                if exc.status in (400, 404):  # not started yet, or gone
+                    return None
+                raise
+            return str(response.data.decode("utf-8", errors="replace"))
+        return await asyncio.to_thread(run)
 
     async def event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         meta = body["metadata"]

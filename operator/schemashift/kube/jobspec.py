@@ -135,7 +135,8 @@ def build_job(
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": spec.service_account or resource.DEFAULT_JOB_SERVICE_ACCOUNT,
-        "automountServiceAccountToken": True,  # the runner reports progress to the resource
+        # No API rights, no token: progress is read from the pod's log by the operator.
+        "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container(spec, image, resource.ref(body), purpose, expected_plan_hash)],

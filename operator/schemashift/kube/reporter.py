@@ -1,26 +1,24 @@
-"""Inside the migration Job: live progress to the SchemaMigration's status, JSON lines always.
+"""The runner's live progress, as the operator reads it: its pod log folded into status fields.
 
-The status is a convenience; the termination message is the authority. So the API being slow,
-forbidden or unreachable never fails a run: the reporter says so once on stderr and carries on
-with JSON lines on stdout.
+The migration pod has no API rights (no token is even mounted): it writes JSON lines to stdout and
+its final result to the termination message. The operator alone writes the SchemaMigration's
+status; while the Job runs it reads the pod's log and folds the lines into the fields below
+(phase, revisions, stages, backup, plan). What a pod says is input, never truth: final phases,
+conditions and the outcome come from the operator's own reading of the Job.
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, is_dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
 from schemashift import progress, redact
 from schemashift.kube import resource, status
 
-Patcher = Callable[[dict[str, Any]], None]
 _REVISION_FIELDS = ("fromRevision", "targetRevision", "currentRevision")
 _BACKUP_FIELDS = ("url", "sizeBytes", "sha256", "verified", "completedAt")
-_TIMEOUT = 5.0
-_BACKOFF_S = 30.0  # after a failed write, later events skip the API this long
 
 
 def _plain(value: Any) -> Any:
@@ -29,35 +27,46 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class StatusReporter:
-    """Turns runner events into merge patches of the resource's status."""
+@dataclass
+class Progress:
+    """What a runner's log says so far: the status fields, and each phase it entered in order
+    (with its message), so every phase is announced even when several pass between two reads."""
 
-    def __init__(self, patch: Patcher):
-        self._patch = patch
-        self._stages: dict[str, dict[str, Any]] = {}
-        self._pending: dict[str, Any] = {}
-        self._quiet_until = 0.0
+    fields: dict[str, Any] = field(default_factory=dict)
+    phases: list[tuple[str, str]] = field(default_factory=list)
 
-    def emit(self, event: str, **fields: Any) -> None:
-        update = self.status_update(event, {k: _plain(v) for k, v in fields.items()})
-        if not update:
-            return
-        # What could not be written is sent with the next update, so nothing is lost for good.
-        self._pending.update(update)
-        if time.monotonic() < self._quiet_until:
-            return
+
+def progress_from_log(text: str) -> Progress:
+    """The runner's JSON lines folded in order (other lines, and lines that do not parse, are
+    skipped: a pod may print anything)."""
+    fold = ProgressFold()
+    found = Progress()
+    for line in text.splitlines():
+        if not line.startswith("{"):
+            continue
         try:
-            self._patch(self._pending)
-        except Exception as exc:  # progress is best effort; the termination message is not
-            self._quiet_until = time.monotonic() + _BACKOFF_S
-            print(f"schemashift: live status update failed ({type(exc).__name__}: "
-                  f"{redact.redact(str(exc))[:300]}); retrying in {_BACKOFF_S:.0f}s, the final "
-                  "result goes to the termination message anyway", file=sys.stderr)
-        else:
-            self._pending = {}
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("event"), str):
+            name = event.pop("event")
+            event.pop("time", None)
+            update = fold.status_update(name, event)
+            if "phase" in update:
+                found.phases.append((update["phase"], str(update.get("message") or "")))
+            found.fields.update(update)
+    return found
+
+
+class ProgressFold:
+    """Turns runner events into the status fields they change, remembering stages seen."""
+
+    def __init__(self) -> None:
+        self._stages: dict[str, dict[str, Any]] = {}
 
     def status_update(self, event: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """The status fields an event changes (phase, revisions, stages, backup, plan)."""
+        fields = {k: _plain(v) for k, v in fields.items()}
         update: dict[str, Any] = {k: fields[k] for k in _REVISION_FIELDS if fields.get(k)}
         # Final phases are the operator's to set (from the termination message): a plan Job's
         # "Succeeded" must never look like an applied migration to `schemashift wait`.
@@ -128,36 +137,3 @@ def _plan_status(plan: Mapping[str, Any]) -> dict[str, Any]:
              if k in ("rule", "severity", "revision", "message")}
             for f in lint if isinstance(f, Mapping)][:100]
     return found
-
-
-def _api_patcher(ref: str) -> Patcher:
-    from kubernetes import client, config  # the in-cluster client only when there is a resource
-
-    config.load_incluster_config()
-    namespace, name = ref.split("/", 1)
-    custom = client.CustomObjectsApi(client.ApiClient())
-
-    def patch(update: dict[str, Any]) -> None:
-        custom.patch_namespaced_custom_object_status(
-            resource.GROUP, resource.VERSION, namespace, resource.PLURAL, name,
-            {"status": update}, _request_timeout=_TIMEOUT)
-
-    return patch
-
-
-def job_reporter(ref: str | None) -> progress.Reporter:
-    """JSON lines on stdout, plus live status of `ref` ("namespace/name") when given."""
-    lines = progress.JsonLinesReporter()
-    if not ref:
-        return lines
-    if "/" not in ref:
-        print(f"schemashift: --resource {ref!r} is not NAMESPACE/NAME; reporting to stdout only",
-              file=sys.stderr)
-        return lines
-    try:
-        patcher = _api_patcher(ref)
-    except Exception as exc:  # no in-cluster config: run anyway, report on stdout
-        print(f"schemashift: no Kubernetes API for live status ({type(exc).__name__}: "
-              f"{redact.redact(str(exc))[:300]}); reporting to stdout only", file=sys.stderr)
-        return lines
-    return progress.FanOutReporter([lines, StatusReporter(patcher)])

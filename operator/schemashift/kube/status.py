@@ -45,6 +45,15 @@ def _container_status(pod: Body) -> Mapping[str, Any]:
     return statuses[0] if statuses else {}
 
 
+def newest_pod(pods: Sequence[Body]) -> str | None:
+    """The name of the Job's latest pod (whose log is the run's live progress)."""
+    named = [p for p in pods if (p.get("metadata") or {}).get("name")]
+    if not named:
+        return None
+    newest = max(named, key=lambda p: str(p["metadata"].get("creationTimestamp") or ""))
+    return str(newest["metadata"]["name"])
+
+
 def termination_result(pods: Sequence[Body]) -> progress.RunResult | None:
     """The RunResult a pod of the Job left in its termination message, if any."""
     for pod in pods:

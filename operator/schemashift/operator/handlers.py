@@ -48,8 +48,8 @@ async def on_recheck(namespace: str | None, name: str, **_: Any) -> None:
 
 
 @kopf.on.event(*RESOURCE)
-async def on_event(namespace: str | None, name: str, status: kopf.Status, **_: Any) -> None:
-    await reconcile.observe(_ctx(), str(namespace), name, status.get("phase"))
+async def on_event(namespace: str | None, name: str, **_: Any) -> None:
+    await reconcile.observe(_ctx(), str(namespace), name)
 
 
 @kopf.on.event(*JOBS, labels=resource.MANAGED_BY)

@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 from schemashift import progress, reasons, redact
 from schemashift.kube import conditions, jobspec, resource
 from schemashift.kube import policy as kpolicy
+from schemashift.kube import reporter as kreporter
 from schemashift.kube import status as kstatus
 from schemashift.kube.client import JobRejected
 
@@ -38,6 +39,7 @@ class Api(Protocol):
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def delete_job(self, namespace: str, name: str) -> None: ...
     async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]: ...
+    async def pod_log(self, namespace: str, pod: str) -> str | None: ...
     async def event(self, body: Body, type_: str, reason: str, message: str) -> None: ...
 
 
@@ -59,7 +61,9 @@ class Context:
     policy: kpolicy.Policy | None = None
     metrics: Metrics = field(default_factory=NoMetrics)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    announced: dict[str, str] = field(default_factory=dict)  # uid → last phase announced
+    # uid → the status fields this operator last wrote: anything else there is forged.
+    written: dict[str, dict[str, Any]] = field(default_factory=dict)
+    phases_seen: dict[str, int] = field(default_factory=dict)  # Job → runner phases announced
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self.locks.setdefault(f"{namespace}/{name}", asyncio.Lock())
@@ -103,7 +107,7 @@ async def finalize(ctx: Context, namespace: str, name: str, poll_s: float = 0.2,
         ctx.locks.pop(f"{namespace}/{name}", None)
         if body is None:
             return "gone"
-        ctx.announced.pop(str(body["metadata"].get("uid")), None)
+        ctx.written.pop(str(body["metadata"].get("uid")), None)
         status = body.get("status") or {}
         job_name = status.get("jobName")
         if status.get("step") not in RUNNING_STEPS or not job_name:
@@ -115,8 +119,7 @@ async def finalize(ctx: Context, namespace: str, name: str, poll_s: float = 0.2,
             result = await _last_result(ctx, namespace, job_name, poll_s, timeout_s)
         elif job is not None:
             result = kstatus.termination_result(await ctx.api.job_pods(namespace, job_name))
-        latest = await ctx.api.get_migration(namespace, name)  # the runner's last live report
-        where = _database_state((latest or body).get("status") or status, result)
+        where = _database_state(status, result)
         message = f"deleted while running: Job {job_name} stopped; {where}"
         await ctx.api.event(body, "Warning", reasons.DELETED_WHILE_RUNNING, message)
         await ctx.api.patch_status(namespace, name, {"message": message, "step": "done"})
@@ -221,8 +224,7 @@ async def _launch(ctx: Context, body: Body, spec: resource.MigrationSpec,
     doing = {"plan": "plan", "replan": "re-plan (the database may have moved)",
              "apply": "migrate"}[purpose]
     message = f"Job {name} started to {doing} to {spec.target}"
-    fields = {**(extra or {}), "step": purpose, "jobName": name, "jobPurpose": purpose,
-              "announcedPhase": "Planning"}
+    fields = {**(extra or {}), "step": purpose, "jobName": name, "jobPurpose": purpose}
     if purpose != "replan":
         fields["startedAt"] = progress.now()
     # A restart before the status patch finds the Job (409) and announces nothing twice.
@@ -252,19 +254,21 @@ async def _track_job(ctx: Context, body: Body) -> None:
                     True, reasons.JOB_REJECTED,
                     f"the Job controller cannot create the pod of Job {status['jobName']}: "
                     f"{refused}", stop_job=True)
+    if job is not None:  # the log up to now, also its last lines when the run just ended
+        body = await _progress(ctx, body, pods)
     if not outcome.finished:
-        await _announce_phase(ctx, body, status.get("phase"))
         return
     if not outcome.stop_job and job is not None and kstatus.pods_stopping(job, pods):
         return  # e.g. past its deadline: the runner is still reporting; its last word counts
+    ctx.phases_seen.pop(str(status.get("jobName")), None)
     if outcome.stop_job:
         await ctx.api.delete_job(meta["namespace"], status["jobName"])
     await _finish_step(ctx, body, outcome)
 
 
-async def observe(ctx: Context, namespace: str, name: str, phase: str | None) -> None:
-    """A watch event: a new resource starts at once; a runner's phase is announced once even
-    when the runner moves on fast; a late runner write cannot undo the final phase."""
+async def observe(ctx: Context, namespace: str, name: str) -> None:
+    """A watch event: a new resource starts at once; a status this operator did not write (a
+    forged phase or condition) is put back to what it wrote."""
     async with ctx.lock(namespace, name):
         body = await ctx.api.get_migration(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -273,32 +277,57 @@ async def observe(ctx: Context, namespace: str, name: str, phase: str | None) ->
         if not status.get("step"):
             await _reconcile(ctx, body)  # new: start now, not after kopf's finalizer round trip
             return
-        final = status.get("announcedPhase")
-        if status.get("step") == "done" and final and status.get("phase") != final:
-            # A runner's late progress write after the final result: the final phase stands.
-            await ctx.api.patch_status(namespace, name, {"phase": final})
+        written = ctx.written.get(str(body["metadata"].get("uid")))
+        if written is None:
             return
-        await _announce_phase(ctx, body, phase)
+        forged = {k: v for k, v in written.items() if status.get(k) != v}
+        if forged:
+            log.warning("%s/%s: status field(s) %s changed by someone else; restored",
+                        namespace, name, ", ".join(sorted(forged)))
+            await ctx.api.patch_status(namespace, name, forged)
 
 
-async def _announce_phase(ctx: Context, body: Body, phase: str | None) -> None:
-    """An event (and Reconciling reason) for each phase the runner reports."""
-    status = body.get("status") or {}
-    uid = str(body["metadata"].get("uid"))
-    last = ctx.announced.get(uid, status.get("announcedPhase"))
-    if (status.get("step") not in RUNNING_STEPS or not phase or phase == last
-            or phase in resource.TERMINAL_PHASES):
-        return
-    ctx.announced[uid] = phase
-    message = status.get("message") if status.get("phase") == phase else None
-    message = message or f"phase {phase}"
-    meta = body["metadata"]
+async def _progress(ctx: Context, body: Body, pods: list[dict[str, Any]]) -> Body:
+    """The Job's pod log, read by the operator, as live status; each phase the runner entered
+    since the last read is announced (event, then the Reconciling condition). Returns the body
+    as written."""
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    pod = kstatus.newest_pod(pods)
+    text = await ctx.api.pod_log(meta["namespace"], pod) if pod else None
+    found = kreporter.progress_from_log(text or "")
+    changed = {k: v for k, v in found.fields.items() if status.get(k) != v}
+    job = str(status.get("jobName"))
+    seen = ctx.phases_seen.get(job, _already_announced(found.phases, status.get("phase")))
     generation = int(status.get("observedGeneration") or meta.get("generation", 1))
-    merged = conditions.merge(status.get("conditions") or (),
-                              conditions.summary(phase, reasons.IN_PROGRESS, message), generation)
-    await ctx.api.event(body, "Normal", phase, redact.redact(message))
-    await ctx.api.patch_status(meta["namespace"], meta["name"],
-                               {"conditions": merged, "announcedPhase": phase})
+    for phase, message in found.phases[seen:]:
+        message = message or f"phase {phase}"
+        changed["conditions"] = conditions.merge(
+            changed.get("conditions") or status.get("conditions") or (),
+            conditions.summary(phase, reasons.IN_PROGRESS, message), generation)
+        await ctx.api.event(body, "Normal", phase, redact.redact(message))
+    ctx.phases_seen[job] = len(found.phases)
+    if changed:
+        await _write(ctx, body, changed)
+    return {**body, "status": {**status, **changed}}
+
+
+def _already_announced(phases: list[tuple[str, str]], current: object) -> int:
+    """After a restart: the phases up to the one the status shows were announced before."""
+    names = [phase for phase, _ in phases]
+    return len(names) - names[::-1].index(current) if current in names else 0
+
+
+async def _write(ctx: Context, body: Body, patch: Mapping[str, Any]) -> None:
+    """Every status write of the operator: remembered, so a forged one can be put back."""
+    meta = body["metadata"]
+    owned = {k: patch[k] for k in _OWNED if k in patch}
+    ctx.written.setdefault(str(meta.get("uid")), {}).update(owned)
+    await ctx.api.patch_status(meta["namespace"], meta["name"], patch)
+
+
+# Fields whose forgery would change what `kubectl wait`, `schemashift wait` or a Helm hook decide.
+_OWNED = ("phase", "conditions", "step", "observedGeneration", "currentRevision", "planHash",
+          "approvedHash")
 
 
 async def _finish_step(ctx: Context, body: Body, outcome: kstatus.JobOutcome) -> None:
@@ -414,12 +443,10 @@ async def _set(ctx: Context, body: Body, phase: str, reason: str, message: str,
                               [*conditions.summary(phase, reason, message), *(extra or [])],
                               generation)
     patch: dict[str, Any] = {**(fields or {}), "message": message, "conditions": merged,
-                             "observedGeneration": generation, "phase": phase,
-                             "announcedPhase": phase}
-    ctx.announced[str(meta.get("uid"))] = phase
+                             "observedGeneration": generation, "phase": phase}
     if event is not None:
         await ctx.api.event(body, event, reason, message)
-    await ctx.api.patch_status(meta["namespace"], meta["name"], patch)
+    await _write(ctx, body, patch)
     log.info("%s/%s %s %s: %s", meta["namespace"], meta["name"], phase, reason, message)
 
 
@@ -454,7 +481,7 @@ async def _note_spec_change(ctx: Context, body: Body, reason: str, message: str)
     if reason == reasons.ALREADY_SUCCEEDED:
         patch["observedGeneration"] = generation  # seen, and deliberately not run
     await ctx.api.event(body, "Normal", reason, message)
-    await ctx.api.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
+    await _write(ctx, body, patch)
 
 
 def _fresh_fields() -> dict[str, Any]:
