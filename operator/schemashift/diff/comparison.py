@@ -13,7 +13,16 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from schemashift import db
-from schemashift.diff import blindspots, changes, defaults, enums, prefilter, renames, speed
+from schemashift.diff import (
+    blindspots,
+    changes,
+    computed,
+    defaults,
+    enums,
+    prefilter,
+    renames,
+    speed,
+)
 from schemashift.diff.report import ChangeReport
 from schemashift.project import Project
 
@@ -111,7 +120,7 @@ def compare(
     report = ChangeReport(
         changes=found,
         warnings=_warnings(conn, inspector, metadata, diffs) + default_check.warnings()
-        + _alembic_warnings(alembic_warnings),
+        + _alembic_warnings(conn, metadata, alembic_warnings),
         suggestions=[r.suggestion("column") for r in column_renames]
         + [r.suggestion("table") for r in table_renames],
     ).sorted()
@@ -140,10 +149,13 @@ def _warnings(
     )
 
 
-def _alembic_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+def _alembic_warnings(
+    conn: Connection, metadata: sa.MetaData, caught: list[warnings.WarningMessage]
+) -> list[str]:
     """What Alembic and SQLAlchemy warned about while comparing (e.g. a generated column's
     expression that differs and cannot be altered), in the report instead of on stderr."""
-    return list(dict.fromkeys(f"autogenerate: {w.message}" for w in caught))
+    unique = list(dict.fromkeys(str(w.message) for w in caught))
+    return [f"autogenerate: {message}" for message in computed.confirmed(conn, metadata, unique)]
 
 
 def _renames(

@@ -137,7 +137,7 @@ def _write(
     rev_id = uuid.uuid4().hex[:12]
     context = comparison.migration_context(conn, metadata)
     opts = {"sqlalchemy_module_prefix": "sa.", "alembic_module_prefix": "op.",
-            "user_module_prefix": None}
+            "user_module_prefix": None, "render_item": rewrite.render_item}
     autogen = AutogenContext(context, metadata=metadata, opts=opts)
     template_args: dict[str, Any] = {}
     render._render_python_into_templatevars(autogen, migration, template_args)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from alembic.autogenerate import renderers
+from alembic.autogenerate import render, renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import ops
 from sqlalchemy.dialects import postgresql
@@ -21,6 +21,16 @@ class RenameColumn(ops.AlterColumnOp):
     def reverse(self) -> RenameColumn:
         return RenameColumn(self.table_name, str(self.modify_name), schema=self.schema,
                             modify_name=self.column_name, existing_type=self.existing_type)
+
+
+@renderers.dispatch_for(RenameColumn)
+def _render_rename_column(autogen_context: AutogenContext, op: RenameColumn) -> str:
+    """Alembic 1.13's alter_column renderer leaves `new_column_name` out (1.20 writes it)."""
+    existing = (f", existing_type={render._repr_type(op.existing_type, autogen_context)}"
+                if op.existing_type is not None else "")
+    schema = f", schema={op.schema!r}" if op.schema else ""
+    return (f"op.alter_column({op.table_name!r}, {op.column_name!r}, "
+            f"new_column_name={op.modify_name!r}{existing}{schema})")
 
 
 class RenameTable(ops.RenameTableOp):
@@ -179,11 +189,32 @@ def enum_columns_without_create(container: ops.OpContainer) -> None:
             op.column = _no_create(op.column)
 
 
+class ExistingEnum(postgresql.ENUM):
+    """An enum column type whose CREATE TYPE the revision emits itself. `create_type=False`
+    must survive `copy()`, which Alembic makes of every column it renders: SQLAlchemy 2.0.0's
+    `ENUM.copy()` drops it (2.1 keeps it), and the revision then created the type twice.
+    """
+
+    def __init__(self, *enums: Any, **kw: Any) -> None:
+        kw["create_type"] = False
+        super().__init__(*enums, **kw)
+
+
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
+    """Alembic's `render_item` hook: `ExistingEnum` is written as the plain ENUM it stands for."""
+    if type_ != "type" or not isinstance(obj, ExistingEnum):
+        return False
+    if autogen_context.imports is not None:
+        autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
+    schema = [f"schema={obj.schema!r}"] if obj.schema else []
+    arguments = [*map(repr, obj.enums), f"name={obj.name!r}", "create_type=False", *schema]
+    return f"postgresql.ENUM({', '.join(arguments)})"
+
+
 def _no_create(column: sa.Column[Any]) -> sa.Column[Any]:
     enum = column.type
     if not (isinstance(enum, sa.Enum) and enum.native_enum and enum.name):
         return column
     copy = column._copy()
-    copy.type = postgresql.ENUM(*enum.enums, name=enum.name, schema=enum.schema,
-                                create_type=False)
+    copy.type = ExistingEnum(*enum.enums, name=enum.name, schema=enum.schema)
     return copy
