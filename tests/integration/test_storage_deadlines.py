@@ -5,9 +5,12 @@ a missing stall detector shows as a timeout or as a reason other than StorageSta
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -19,10 +22,10 @@ import pytest
 
 from schemashift import errors, reasons
 from schemashift.runner import backup
-from schemashift.storage import s3
+from schemashift.storage import s3, upload
 from tests.fixtures.histories import write_history
 from tests.fixtures.postgres import PgServer
-from tests.fixtures.runner_cli import revision, run_apply, scalar, tables
+from tests.fixtures.runner_cli import LiveRun, revision, run_apply, scalar, tables
 from tests.fixtures.s3 import S3Server, start_seaweedfs, stop_seaweedfs
 from tests.integration.test_backup import Events, populate
 from tests.integration.test_runner_apply import HISTORY
@@ -142,6 +145,136 @@ def test_a_store_frozen_before_the_backup_ends_the_run_at_the_stall_limit(
                       pg_bin_dir=pg_server.bin_dir, env=freezable.env())
     assert rerun.exit_code == 0, rerun
     assert revision(database_url) == "c3"
+
+
+def test_a_store_frozen_mid_upload_ends_the_run_and_the_next_one_reports_the_leftover(
+    database_url: str, tmp_path: Path, pg_server: PgServer, freezable: FreezableS3, bucket: str,
+) -> None:
+    migrations = write_history(tmp_path, HISTORY)
+    assert run_apply(database_url, migrations, "--target", "a1").exit_code == 0
+    populate(database_url, BIG_TABLE)
+    backup_url = f"s3://{bucket}/app/"
+    client = freezable.server.client()
+
+    live = LiveRun(database_url, migrations, "--backup-url", backup_url,
+                   pg_bin_dir=pg_server.bin_dir, env=freezable.env())
+    try:
+        deadline = time.monotonic() + BOUND_SECONDS
+        while not client.list_multipart_uploads(Bucket=bucket).get("Uploads"):
+            assert live.process.poll() is None and time.monotonic() < deadline, \
+                "the backup's multipart upload did not start"
+            time.sleep(0.01)
+        with freezable.frozen():
+            assert live.process.poll() is None, "the backup ended before the store froze"
+            run = live.finish(timeout=BOUND_SECONDS)
+    finally:
+        if live.process.poll() is None:
+            live.kill()
+
+    assert run.exit_code == 3, run
+    assert run.result["reason"] == reasons.STORAGE_STALLED, run
+    assert "moved no data for" in run.result["message"]
+    assert "Nothing was changed" in run.result["message"]
+    assert run.result["backup"] is None
+    assert revision(database_url) == "a1"
+    assert scalar(database_url, "SELECT count(*) FROM big") == 600000
+    assert _no_locks_held(database_url)
+    assert not [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])
+                if o["Key"].endswith(".dump")]
+    leftover = client.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert len(leftover) == 1 and leftover[0]["Key"].endswith(".dump.partial")
+
+    rerun = run_apply(database_url, migrations, "--backup-url", backup_url,
+                      pg_bin_dir=pg_server.bin_dir, env=freezable.env())
+
+    assert rerun.exit_code == 0, rerun
+    assert revision(database_url) == "c3"
+    [cleanup] = rerun.of("backup_cleanup")  # younger than ABANDONED_AFTER: kept, and said so
+    assert cleanup["removed"] == [] and leftover[0]["Key"] in cleanup["kept"][0]
+    assert "abort-multipart-upload" in cleanup["message"]
+
+
+# --- the storage layer: upload, download and simple calls under the deadline -------------------
+
+class _FreezingStream(io.RawIOBase):
+    """Data for the upload; freezes the store once `after` bytes were read."""
+
+    def __init__(self, total: int, after: int, freeze: Any):
+        self.left, self.after, self.freeze = total, after, freeze
+        self.read_so_far = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.read_so_far >= self.after and self.freeze is not None:
+            self.freeze()
+            self.freeze = None
+        n = min(len(buffer), self.left)
+        buffer[:n] = os.urandom(n)
+        self.left -= n
+        self.read_so_far += n
+        return n
+
+
+def test_an_upload_to_a_frozen_store_fails_as_stalled_and_reports_while_waiting(
+    freezable: FreezableS3, freezable_env: dict[str, str], bucket: str,
+) -> None:
+    store = backup.open_store()
+    assert store.stall_seconds == 4
+    target = s3.S3Url(bucket, "db/frozen.bin")
+    multipart = upload.MultipartUpload.begin(store, target, {})
+    stream = io.BufferedReader(_FreezingStream(64 * MIB, 8 * MIB, freezable.freeze))
+    waits: list[float] = []
+    caught: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            multipart.send(stream, lambda _: None, waits.append)
+        except BaseException as exc:
+            caught.append(exc)
+
+    worker = threading.Thread(target=send, daemon=True)
+    worker.start()
+    worker.join(BOUND_SECONDS)
+
+    assert not worker.is_alive(), "the upload did not notice the frozen store"
+    [error] = caught
+    assert isinstance(error, errors.InfrastructureError) and error.exit_code == 3
+    assert error.reason == reasons.STORAGE_STALLED and store.stalled
+    assert "uploading part" in str(error) and freezable.server.endpoint in str(error)
+    assert waits and all(w < store.stall_seconds + 1 for w in waits)
+    multipart.abort()  # skipped after a stall: it would wait on the frozen store again
+
+
+def test_a_download_from_a_frozen_store_fails_as_stalled_but_a_slow_consumer_does_not(
+    freezable: FreezableS3, freezable_env: dict[str, str], bucket: str,
+) -> None:
+    data = os.urandom(48 * MIB)
+    freezable.server.client().put_object(Bucket=bucket, Key="big.bin", Body=data)
+    store = backup.open_store()
+    url = s3.S3Url(bucket, "big.bin")
+
+    received: list[bytes] = []
+
+    def slow(chunk: bytes) -> None:  # a consumer slower than the stall limit is not a stall
+        if not received:
+            threading.Event().wait(store.stall_seconds + 1)
+        received.append(chunk)
+
+    store.read(url, slow)
+    assert b"".join(received) == data
+
+    def freezing(chunk: bytes) -> None:
+        if not received:
+            freezable.freeze()
+        received.append(chunk)
+
+    received.clear()
+    with pytest.raises(errors.InfrastructureError) as caught:
+        store.read(url, freezing)
+    assert caught.value.reason == reasons.STORAGE_STALLED and "reading" in str(caught.value)
+    assert sum(map(len, received)) < len(data)
 
 
 @pytest.mark.parametrize("operation", ["check_access", "head", "list", "pending_uploads"])

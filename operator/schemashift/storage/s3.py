@@ -8,10 +8,9 @@ some S3-compatible stores reject them).
 
 Every call has a deadline (storage/deadline.py): no data moving for `stall_seconds` ends it with
 StorageStalled (exit 3), whatever botocore's retries would do. botocore's own timeouts stay as a
-second line: connect within CONNECT_TIMEOUT_SECONDS, a socket operation within twice the stall
-limit (longer than the deadline, so a frozen store is always reported as stalled, not as a
-connection botocore gave up on), retries in botocore's "standard" mode (3 attempts unless
-AWS_MAX_ATTEMPTS says otherwise).
+second line: connect and each socket operation within twice the stall limit (longer than the
+deadline, so a frozen store is always reported as stalled, not as a connection botocore gave up
+on), retries in botocore's "standard" mode (3 attempts unless AWS_MAX_ATTEMPTS says otherwise).
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
 # Server-side copies above this size go part by part (a single CopyObject stops at 5 GiB).
 COPY_PART_SIZE = 256 * 1024 * 1024
-CONNECT_TIMEOUT_SECONDS = 10.0
+BACKSTOP_FACTOR = 2  # botocore's socket timeouts, in stall limits
 DEFAULT_STALL_SECONDS = 30.0
 # The stall limit's variable (a duration: 30s, 2m); the runner parses it (runner/backup.py).
 STALL_TIMEOUT_ENV = "SCHEMASHIFT_S3_STALL_TIMEOUT"
@@ -194,8 +193,12 @@ class ObjectStore:
             s3={"addressing_style": "path"},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            connect_timeout=min(CONNECT_TIMEOUT_SECONDS, stall_seconds),
-            read_timeout=2 * stall_seconds,
+            # urllib3 applies the connect timeout to sending the request body too: below the
+            # stall limit it failed a send to a frozen store first, as "Connection was closed",
+            # and botocore's retry re-read the body. Both stay above the limit: the detector
+            # decides, botocore's timeouts are the backstop.
+            connect_timeout=BACKSTOP_FACTOR * stall_seconds,
+            read_timeout=BACKSTOP_FACTOR * stall_seconds,
             retries={"mode": "standard"},
             max_pool_connections=16,
         )

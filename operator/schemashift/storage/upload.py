@@ -157,13 +157,15 @@ class MultipartUpload:
 
 
 class _Body(io.RawIOBase):
-    """A part's bytes as a seekable stream (botocore rewinds it to retry), reporting each read:
-    the HTTP layer reads the body as the socket accepts it, so reads are bytes moving."""
+    """A part's bytes as a seekable stream (botocore rewinds it to retry), reporting each read
+    of bytes not read before: the HTTP layer reads the body as the socket accepts it, so those
+    reads are bytes moving."""
 
     def __init__(self, data: bytearray, moved: Callable[[], None]):
         super().__init__()
         self._data = data
         self._position = 0
+        self._furthest = 0
         self._moved = moved
 
     def readable(self) -> bool:
@@ -177,7 +179,9 @@ class _Body(io.RawIOBase):
         with memoryview(self._data) as view:
             buffer[:count] = view[self._position:self._position + count]
         self._position += count
-        self._moved()
+        if self._position > self._furthest:  # a retry re-reading sent bytes is no progress
+            self._furthest = self._position
+            self._moved()
         return count
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
