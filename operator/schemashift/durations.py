@@ -19,11 +19,17 @@ from schemashift import errors
 
 UNITS = ("ns", "us", "µs", "μs", "ms", "s", "m", "h")
 _NUMBER = "([0-9]+([.][0-9]*)?|[.][0-9]+)"
-PATTERN = f"^(0|({_NUMBER}({'|'.join(UNITS)}))+)$"
+PART = f"{_NUMBER}({'|'.join(UNITS)})"  # one number and its unit
+PATTERN = f"^(0|({PART})+)$"
 _PART = re.compile(f"(?P<number>{_NUMBER})(?P<unit>{'|'.join(UNITS)})")
 _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
             "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 _GO_MAX_NS = 2**63 - 1
+
+
+def unit_seconds() -> dict[str, float]:
+    """Seconds per unit (for renderings of the grammar elsewhere, e.g. the hook chart's)."""
+    return {unit: ns / 1_000_000_000 for unit, ns in _UNIT_NS.items()}
 EXAMPLES = "500ms, 5s, 2m, 1h30m or 1.5s"
 HINT = f"write a number and a unit, as Kubernetes does: {EXAMPLES} (units: ns, us, ms, s, m, h)"
 _GRAMMAR = re.compile(PATTERN)

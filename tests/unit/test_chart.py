@@ -19,6 +19,8 @@ import jsonschema
 import pytest
 import yaml
 
+from schemashift import durations
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "schemashift"
 HOOK = ROOT / "charts" / "schemashift-hook"
@@ -458,6 +460,17 @@ def test_hook_spec_is_rendered_with_tpl(render: Render) -> None:
     assert one(objects, "Job")["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "7200s"
 
 
+@pytest.mark.parametrize(("timeout", "seconds"), [
+    ("1h30m", "5400s"), ("1.5s", "2s"), ("250ms", "1s"), ("2m30s", "150s"), ("45m", "2700s")])
+def test_the_hook_waiter_reads_the_one_duration_grammar(render: Render, timeout: str,
+                                                        seconds: str) -> None:
+    objects = render(HOOK, "-f", str(HOOK_CI_VALUES), "--set", f"waiter.timeout={timeout}",
+                     release="hms", namespace="shop")
+    exact = durations.seconds(timeout, name="waiter.timeout")
+    assert exact <= int(seconds[:-1]) < exact + 1  # rounded up to whole seconds
+    assert one(objects, "Job")["spec"]["template"]["spec"]["containers"][0]["args"][-1] == seconds
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -480,6 +493,9 @@ def test_hook_spec_is_rendered_with_tpl(render: Render) -> None:
             "secrets.database.url is required",
         ),
         (["-f", str(HOOK_CI_VALUES), "--set", "waiter.timeout=soon"], "/waiter/timeout"),
+        (["-f", str(HOOK_CI_VALUES), "--set-string", "waiter.timeout=5",
+          "--skip-schema-validation"],
+         'waiter.timeout "5" is not a duration: write a number and a unit'),
         (
             ["-f", str(HOOK_CI_VALUES), "--set", "migration.spec.environment=prod"],
             "/migration/spec/environment",

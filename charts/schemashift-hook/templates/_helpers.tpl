@@ -61,12 +61,7 @@ The SchemaMigration spec: the user's spec rendered with tpl, then what this char
 {{- define "schemashift-hook.waitSeconds" -}}
 {{- $deadline := int (default 1800 .Values.migration.spec.deadlineSeconds) }}
 {{- if .Values.waiter.timeout }}
-{{- $t := .Values.waiter.timeout }}
-{{- if not (regexMatch "^[0-9]+(s|m|h)$" $t) }}
-{{- fail (printf "waiter.timeout %q must be a whole number of s, m or h, e.g. 45m" $t) }}
-{{- end }}
-{{- $n := int (trimSuffix "s" (trimSuffix "m" (trimSuffix "h" $t))) }}
-{{- if hasSuffix "h" $t }}{{ mul $n 3600 }}{{ else if hasSuffix "m" $t }}{{ mul $n 60 }}{{ else }}{{ $n }}{{ end }}
+{{- include "schemashift-hook.durationSeconds" .Values.waiter.timeout }}
 {{- else }}
 {{- add $deadline 300 }}
 {{- end }}
