@@ -122,7 +122,7 @@ def block_text(key: str, schema: dict[str, Any], indent: int) -> list[str]:
 def generate(text: str) -> str:
     """The CRD text with each option's field as the table declares it."""
     lines = text.splitlines(True)
-    for option in options_table.SPEC_OPTIONS:
+    for option in (*options_table.SPEC_OPTIONS, options_table.ENVIRONMENT):
         (version,) = yaml.safe_load("".join(lines))["spec"]["versions"]
         keys = field_path(option)
         current = node(version["schema"][SCHEMA_KEY], keys)

@@ -27,9 +27,10 @@ def _common_options(func: F) -> F:
         click.option("--migrations", type=click.Path(path_type=Path),
                      envvar="SCHEMASHIFT_MIGRATIONS", show_envvar=True,
                      help="Alembic script directory."),
-        click.option("--env", "environment", default="development", show_default=True,
-                     type=click.Choice(project.ENVIRONMENTS), envvar="SCHEMASHIFT_ENV",
-                     show_envvar=True, help="Which safety policy applies."),
+        click.option(table.ENVIRONMENT.flag, "environment", default=table.ENVIRONMENT.default,
+                     show_default=True, type=click.Choice(table.ENVIRONMENT.choices),
+                     envvar=table.ENVIRONMENT.env, show_envvar=True,
+                     help=table.ENVIRONMENT.help),
         click.option("--json", "as_json", is_flag=True,
                      help="Machine-readable output."),
     ]

@@ -7,14 +7,14 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast, get_args
+from typing import cast
 
 from sqlalchemy import MetaData
 
-from schemashift import errors
+from schemashift import environments, errors
+from schemashift.environments import ENVIRONMENTS, Environment
 
-Environment = Literal["development", "staging", "production"]
-ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
+__all__ = ["ENVIRONMENTS", "Environment", "Project"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Project:
     database_url: str | None = None
     metadata_ref: str | None = None
     migrations_dir: Path | None = None
-    environment: Environment = "development"
+    environment: Environment = environments.DEFAULT
     # detect/check/create-model-migration/verify: compare plain server defaults (DEFAULT ...).
     compare_server_defaults: bool = True
     _metadata_cache: dict[str, MetaData] = field(default_factory=dict, compare=False, repr=False)

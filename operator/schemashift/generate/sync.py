@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from schemashift import db, errors, reasons
+from schemashift import db, environments, errors, reasons
 from schemashift.diff import Change, comparison
 from schemashift.project import Project
 
@@ -21,7 +21,7 @@ _ADDITIVE = {"table_added", "column_added", "enum_added"}
 
 
 def sync_models_to_db(project: Project, echo: Echo) -> None:
-    if project.environment != "development":
+    if project.environment != environments.DEFAULT:
         raise errors.PolicyRefused(
             "sync-models-to-db is for development databases only, and this is "
             f"{project.environment}: it changes the schema without a migration, a backup or a "

@@ -69,7 +69,7 @@ def job_env(spec: resource.MigrationSpec, ref: str, purpose: Purpose,
     plain = {
         "SCHEMASHIFT_RESOURCE": ref,
         "SCHEMASHIFT_MIGRATIONS": spec.script_location,
-        "SCHEMASHIFT_ENV": spec.environment,
+        table.ENVIRONMENT.env: spec.environment,
     }
     for name, value in run_option_values(spec, purpose, expected_plan_hash).items():
         option = table.BY_NAME[name]

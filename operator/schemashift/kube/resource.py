@@ -44,7 +44,7 @@ class MigrationSpec:
     database_url: SecretKeyRef
     script_location: str
     image: str = ""
-    environment: str = "development"
+    environment: str = table.ENVIRONMENT.default
     backup_enabled: bool = False
     backup_endpoint: str = ""
     backup_credentials: str = ""
@@ -79,7 +79,7 @@ class MigrationSpec:
             database_url=SecretKeyRef(url_ref.get("name", ""), url_ref.get("key") or "url"),
             script_location=migrations.get("scriptLocation", ""),
             image=migrations.get("image") or "",
-            environment=spec.get("environment") or "development",
+            environment=table.ENVIRONMENT.from_spec(spec),
             backup_enabled=bool(backup.get("enabled", False)),
             backup_endpoint=backup.get("endpoint") or "",
             backup_credentials=(backup.get("credentialsSecretRef") or {}).get("name", ""),

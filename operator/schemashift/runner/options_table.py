@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemashift import durations, errors
+from schemashift import durations, environments, errors
 
 _SPLIT = re.compile(r"[,\s]+")
 _HOUR = 3600.0
@@ -276,6 +276,13 @@ RUN_OPTIONS: tuple[Option, ...] = (
 SPEC_OPTIONS = tuple(option for option in RUN_OPTIONS if option.cr)
 BY_NAME = {option.name: option for option in RUN_OPTIONS}
 # `wait --timeout`: the hook's waiter outlives the longest Job (spec.deadlineSeconds ≤ 7 days).
+# Common to every command (not a run option), and a spec field like the run options.
+ENVIRONMENT = Choice(
+    name="environment", flag="--env", env="SCHEMASHIFT_ENV", cr="environment",
+    default=environments.DEFAULT, choices=environments.ENVIRONMENTS,
+    help="Which safety policy applies.",
+    description="Safety policy that applies; production requires a backup.")
+
 WAIT_TIMEOUT = Duration(name="timeout", flag="--timeout", env="", default="30m",
                         maximum=30 * 24 * _HOUR, zero=None,
                         zero_refused="a waiter that gives up at once cannot wait; use e.g. 30m",
