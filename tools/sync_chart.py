@@ -231,6 +231,8 @@ def rbac_template(doc: dict[str, Any], operator_sa: tuple[str, str], app_ns: str
     ref_name = (
         chart_name(ref["name"]) if ref["kind"] == "ClusterRole" or not app_ns else ref["name"]
     )
+    if (meta.get("annotations") or {}).get(SCOPE_ANNOTATION) == "watched-namespaces":
+        return _per_watched_namespace(doc, name, ref_name, operator_sa, "".join(out))
     out += [
         "roleRef:\n",
         f"  apiGroup: {ref['apiGroup']}\n",
@@ -241,6 +243,30 @@ def rbac_template(doc: dict[str, Any], operator_sa: tuple[str, str], app_ns: str
     for subject in doc["subjects"]:
         out += subject_lines(subject, operator_sa, app_ns or release_ns)
     return "".join(out)
+
+
+# On a ClusterRoleBinding of the source: with operator.watchNamespaces set, the chart binds the
+# role in each of those namespaces only (a RoleBinding to a ClusterRole grants it there alone).
+SCOPE_ANNOTATION = "schemashift.io/chart-scope"
+
+
+def _per_watched_namespace(doc: dict[str, Any], name: str, ref_name: str,
+                           operator_sa: tuple[str, str], cluster_wide: str) -> str:
+    release_ns = f"{{{{ {ROOT_CTX}.Release.Namespace }}}}"
+    subjects = [line for s in doc["subjects"] for line in subject_lines(s, operator_sa,
+                                                                         release_ns)]
+    body = ["roleRef:\n", f"  apiGroup: {doc['roleRef']['apiGroup']}\n",
+            f"  kind: {doc['roleRef']['kind']}\n", f"  name: {ref_name}\n", "subjects:\n",
+            *subjects]
+    namespaced = {**doc, "kind": "RoleBinding"}
+    return (
+        f"{{{{- if {ROOT_CTX}.Values.operator.watchNamespaces }}}}\n"
+        f"{{{{- range $watched := {ROOT_CTX}.Values.operator.watchNamespaces }}}}\n"
+        + "".join(header_lines(namespaced, name, "{{ $watched }}")) + "".join(body)
+        + "{{- if ne $watched (last $.Values.operator.watchNamespaces) }}\n---\n{{- end }}\n"
+        + "{{- end }}\n{{- else }}\n"
+        + cluster_wide + "".join(body) + "{{- end }}\n"
+    )
 
 
 def rbac_outputs() -> dict[Path, str]:

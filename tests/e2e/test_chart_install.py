@@ -188,6 +188,20 @@ def test_helm_install_runs_the_operator_under_the_charts_rbac(
     ).items
     assert len(pods) == 1
     assert pods[0].spec.service_account_name == f"{operator_release['name']}-schemashift-operator"
+    # watchNamespaces is set: the operator's rights hold in that namespace only.
+    account = f"system:serviceaccount:{namespace}:{pods[0].spec.service_account_name}"
+
+    def can(verb: str, what: str, where: str) -> bool:
+        done = control_plane.kubectl("auth", "can-i", verb, what, "-n", where, "--as", account,
+                                     check=False)
+        return done.stdout.strip() == "yes"
+
+    assert can("create", "jobs.batch", namespace) and can("get", "secrets", namespace)
+    for verb, what in [("create", "jobs.batch"), ("get", "secrets"), ("list", "pods"),
+                       ("patch", "schemamigrations.schemashift.io")]:
+        assert not can(verb, what, "kube-system"), (verb, what)
+        assert not can(verb, what, "default"), (verb, what)
+    assert can("list", "customresourcedefinitions.apiextensions.k8s.io", "default")
     deadline = time.monotonic() + 60
     last: Exception | None = None
     while time.monotonic() < deadline:  # the kubelet runs the pod's command as a local process

@@ -271,14 +271,14 @@ def test_operator_deployment(render: Render) -> None:
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     sa = one(objects, "ServiceAccount")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
-    binding = one(objects, "ClusterRoleBinding")
-    assert binding["subjects"] == [
-        {
-            "kind": "ServiceAccount",
-            "name": sa["metadata"]["name"],
-            "namespace": "schemashift-system",
-        }
-    ]
+    for binding in by_kind(objects, "ClusterRoleBinding"):
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": sa["metadata"]["name"],
+                "namespace": "schemashift-system",
+            }
+        ]
     service = one(objects, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     assert (
@@ -422,6 +422,21 @@ def test_hook_job_waits_for_the_migration(render: Render) -> None:
             "verbs": ["get", "list", "watch"],
         }
     ]
+
+
+def test_with_watch_namespaces_the_operator_is_granted_only_there(render: Render) -> None:
+    objects = render(CHART, "--set", "operator.watchNamespaces={shop,billing}",
+                     release="r", namespace="ops")
+    roles = {o["metadata"]["name"]: o for o in by_kind(objects, "ClusterRole")}
+    cluster_bound = [b["roleRef"]["name"] for b in by_kind(objects, "ClusterRoleBinding")]
+    assert cluster_bound == ["r-schemashift-operator-crds"]
+    assert roles["r-schemashift-operator-crds"]["rules"] == [
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+         "verbs": ["list", "watch"]}]
+    namespaced = sorted((b["metadata"]["namespace"], b["roleRef"]["name"])
+                        for b in by_kind(objects, "RoleBinding")
+                        if b["roleRef"]["name"] == "r-schemashift-operator")
+    assert namespaced == [("billing", "r-schemashift-operator"), ("shop", "r-schemashift-operator")]
 
 
 def test_migration_jobs_have_no_api_rights(render: Render) -> None:
