@@ -196,7 +196,9 @@ def test_helm_install_runs_the_operator_under_the_charts_rbac(
                                      check=False)
         return done.stdout.strip() == "yes"
 
-    assert can("create", "jobs.batch", namespace) and can("get", "secrets", namespace)
+    assert can("create", "jobs.batch", namespace) and can("list", "pods", namespace)
+    # No Secret read at all unless a namespace grants it (rbac.migrationJobNamespaces).
+    assert not can("get", "secrets", namespace)
     for verb, what in [("create", "jobs.batch"), ("get", "secrets"), ("list", "pods"),
                        ("patch", "schemamigrations.schemashift.io")]:
         assert not can(verb, what, "kube-system"), (verb, what)

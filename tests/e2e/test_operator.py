@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from kubernetes import client
 
 from schemashift import reasons
 from tests.e2e.operator_fixtures import Migrations, OperatorProcess
@@ -242,6 +243,22 @@ def test_missing_secret_fails_without_a_job(
     assert status["phase"] == "Succeeded", status
     assert runner_cli.revision(database_url) == "b2"
     assert len(migrations.jobs()) == 1
+
+
+def test_where_the_operator_may_not_read_secrets_the_pod_reports_a_missing_one(
+    migrations: Migrations, database_url: str, tmp_path: Path
+) -> None:
+    history = at_a1(database_url, tmp_path, [CREATE, ADD])
+    rbac = client.RbacAuthorizationV1Api(migrations.plane.admin_api())
+    rbac.delete_namespaced_role_binding("schemashift-operator-secret-keys", migrations.namespace)
+    broken = spec(history)
+    broken["database"] = {"urlSecretRef": {"name": "no-such-secret", "key": "url"}}
+    migrations.apply("app", broken)
+    status = migrations.wait_phase("app", "Failed", timeout=60)
+    assert migrations.condition("app", "Ready")["reason"] == reasons.CONTAINER_CONFIG_ERROR
+    assert 'secret "no-such-secret" not found' in status["message"], status["message"]
+    migrations.wait("app", lambda s: migrations.jobs() == [], 30, "its Job deleted")
+    assert runner_cli.revision(database_url) == "a1"
 
 
 def test_missing_service_account_fails_without_a_job(

@@ -173,7 +173,7 @@ def test_crd_switches(render: Render) -> None:
 
 def test_chart_rbac_rules_equal_manifests_rbac(render: Render) -> None:
     source = load_dir(MANIFESTS / "rbac")
-    rendered = render(CHART)
+    rendered = render(CHART, "--set", "rbac.migrationJobNamespaces={shop}")
     for kind in ("ClusterRole", "Role"):
         expected = {o["metadata"]["name"]: o["rules"] for o in by_kind(source, kind)}
         got = {o["metadata"]["name"]: o["rules"] for o in by_kind(rendered, kind)}
@@ -188,7 +188,8 @@ def test_plain_manifests_install_what_the_chart_installs(render: Render) -> None
         for d in ("crd", "rbac", "operator")
         for o in load_dir(MANIFESTS / d)
         if o["kind"] != "Namespace"
-        and (o["kind"] not in ("ServiceAccount", "RoleBinding") or "namespace" in o["metadata"])
+        and (o["kind"] not in ("ServiceAccount", "Role", "RoleBinding")
+             or "namespace" in o["metadata"])
     ]
     sa = next(o["metadata"] for o in plain if o["kind"] == "ServiceAccount")
     chart = render(CHART, namespace=sa["namespace"])
@@ -229,7 +230,12 @@ def test_per_namespace_migration_rbac_equals_the_source(render: Render) -> None:
         ]
         assert len(match) == 1, (obj["kind"], obj["metadata"]["name"])
         if obj["kind"] == "RoleBinding":
-            subjects = [{**s, "namespace": "shop"} for s in obj["subjects"]]
+            operator_sa = next(o for o in by_kind(rendered, "ServiceAccount")
+                               if o["metadata"]["name"].endswith("-operator"))
+            subjects = [{**s, "namespace": "shop"} if "namespace" not in s else  # the operator's
+                        {**s, "name": operator_sa["metadata"]["name"],
+                         "namespace": operator_sa["metadata"]["namespace"]}
+                        for s in obj["subjects"]]
             assert match[0]["subjects"] == subjects
             assert match[0]["roleRef"] == obj["roleRef"]
 

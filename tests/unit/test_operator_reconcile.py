@@ -16,7 +16,7 @@ import pytest
 
 from schemashift import progress, reasons
 from schemashift.kube import resource
-from schemashift.kube.client import JobRejected
+from schemashift.kube.client import JobRejected, SecretsNotReadable
 from schemashift.operator import reconcile
 
 NS = "shop"
@@ -48,6 +48,7 @@ class FakeApi:
         self.refuse_jobs: JobRejected | None = None
         self.create_failures: dict[str, str] = {}  # Job → the Job controller's FailedCreate
         self.logs: dict[str, str] = {}  # pod → its log
+        self.secrets_readable = True  # the namespace granted the operator reading Secrets
 
     async def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None:
         found = self.migrations.get(name)
@@ -63,6 +64,8 @@ class FakeApi:
         merge_patch(self.migrations[name].setdefault("status", {}), patch)
 
     async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
+        if not self.secrets_readable:
+            raise SecretsNotReadable(namespace)
         return self.secrets.get(name)
 
     async def service_account_exists(self, namespace: str, name: str) -> bool:
@@ -250,6 +253,23 @@ def test_a_pod_the_job_controller_cannot_create_fails_the_run_and_stops_the_job(
     assert status["phase"] == "Failed", status
     assert api.condition("app", "Ready")["reason"] == reasons.JOB_REJECTED
     assert "exceeded quota: pods" in status["message"]
+    assert job not in api.jobs
+
+
+def test_where_secrets_may_not_be_read_the_pod_reports_a_missing_one(
+    api: FakeApi, ctx: reconcile.Context
+) -> None:
+    api.add("app", database={"urlSecretRef": {"name": "nope", "key": "url"}})
+    api.secrets_readable = False
+    run(ctx, "app")
+    assert api.status("app")["step"] == "apply" and len(api.created) == 1
+    job = api.status("app")["jobName"]
+    api.pods[job] = [{"metadata": {"name": "p"}, "status": {"containerStatuses": [{"state": {
+        "waiting": {"reason": "CreateContainerConfigError",
+                    "message": 'secret "nope" not found'}}}]}}]
+    run(ctx, "app")
+    assert api.condition("app", "Ready")["reason"] == reasons.CONTAINER_CONFIG_ERROR
+    assert 'secret "nope" not found' in api.status("app")["message"]
     assert job not in api.jobs
 
 

@@ -35,6 +35,10 @@ def _json(response: Any) -> Body:
     return dict(json.loads(response.data))
 
 
+class SecretsNotReadable(Exception):
+    """The namespace did not grant the operator reading Secrets (it has no cluster-wide read)."""
+
+
 class JobRejected(Exception):
     """The API server refused to create the Job (a 4xx other than 409): retrying cannot help."""
 
@@ -87,8 +91,14 @@ class KubeApi:
                          {"status": dict(patch)})
 
     async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
-        """Which keys a Secret has (None when it does not exist); values are dropped at once."""
-        secret = await self._call(self.core.read_namespaced_secret, name, namespace)
+        """Which keys a Secret has (None when it does not exist); values are dropped at once.
+        Raises SecretsNotReadable where the namespace did not grant the operator that read."""
+        try:
+            secret = await self._call(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 403:
+                raise SecretsNotReadable(namespace) from None
+            raise
         if secret is None:
             return None
         return set(secret.get("data") or {}) | set(secret.get("stringData") or {})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from schemashift import reasons
 from schemashift.kube import jobspec, resource
 from schemashift.kube import policy as kpolicy
+from schemashift.kube.client import SecretsNotReadable
 from schemashift.operator.context import (
     RUNNING_STEPS,
     Body,
@@ -49,7 +50,10 @@ async def validate(
             "schemashift-migration per namespace, see docs/install.md) or set "
             "spec.job.serviceAccountName")
     for name, keys in spec.secret_keys().items():
-        found = await ctx.api.secret_keys(namespace, name)
+        try:
+            found = await ctx.api.secret_keys(namespace, name)
+        except SecretsNotReadable:  # not granted here: the pod reports a missing Secret itself
+            return None
         if found is None:
             return reasons.SECRET_NOT_FOUND, (f"Secret {namespace}/{name} does not exist: create "
                                               f"it with key(s) {', '.join(keys)}")
