@@ -312,6 +312,21 @@ def test_same_database_is_serialised(api: FakeApi, ctx: reconcile.Context) -> No
     assert api.status("second")["step"] == "apply" and len(api.created) == 2
 
 
+def test_a_failed_resource_never_blocks_a_later_one_of_the_same_database(
+    api: FakeApi, ctx: reconcile.Context
+) -> None:
+    api.add("broken", backup={"enabled": True, "url": "s3://b/p/",
+                              "credentialsSecretRef": {"name": "nope"}})
+    api.add("valid")
+    run(ctx, "valid")  # the older one is not judged yet: wait for it
+    assert api.status("valid")["step"] == "waiting"
+    run(ctx, "broken")
+    assert api.status("broken")["step"] == "invalid"
+    run(ctx, "valid")
+    valid = api.status("valid")
+    assert valid["step"] == "apply" and api.created == [valid["jobName"]]
+
+
 def test_other_databases_are_not_serialised(api: FakeApi, ctx: reconcile.Context) -> None:
     api.secrets["other-db"] = {"url"}
     api.add("first")
