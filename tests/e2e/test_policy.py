@@ -5,6 +5,7 @@ holds no database URL is never echoed."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import yaml
 from kubernetes import client
 
 from schemashift import reasons
-from tests.e2e.operator_fixtures import Migrations
+from tests.e2e.operator_fixtures import OPERATOR_NAMESPACE, OPERATOR_SA, RBAC_DIR, Migrations
 from tests.e2e.test_chart_install import CHART, helm, template  # noqa: F401 (fixture)
 from tests.e2e.test_operator import CREATE, FAILING_C3, spec
 from tests.e2e.testbed.controlplane import ControlPlane
@@ -263,3 +264,55 @@ def test_no_pod_can_forge_a_result(
                                    "smig/app", "-n", ns, check=False)
     assert waited.returncode != 0
     assert runner_cli.revision(database_url) is None
+
+
+def _rights(plane: ControlPlane, ns: str, account: str) -> set[tuple[str, str]]:
+    """(resource, verb) pairs `kubectl auth can-i --list` shows for the identity in `ns`."""
+    done = plane.kubectl("auth", "can-i", "--list", "-n", ns, "--as", account)
+    found = set()
+    for line in done.stdout.splitlines()[1:]:
+        columns = re.split(r"\s{2,}", line.strip())
+        if len(columns) < 4 or not columns[0]:
+            continue  # a non-resource URL (discovery, healthz)
+        for verb in columns[3].strip("[]").split():
+            found.add((columns[0], verb))
+    return found
+
+
+def _granted(path: Path, kinds: tuple[str, ...]) -> set[tuple[str, str]]:
+    """What the manifests' roles of `kinds` grant, as `auth can-i --list` names it."""
+    pairs = set()
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not doc or doc["kind"] not in kinds:
+            continue
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for name in rule["resources"]:
+                    base, _, sub = name.partition("/")
+                    shown = f"{base}.{group}" if group else base
+                    pairs |= {(f"{shown}/{sub}" if sub else shown, verb)
+                              for verb in rule["verbs"]}
+    return pairs
+
+
+# Every authenticated identity may ask the API server about itself (system:basic-user).
+SELF_REVIEWS = {
+    ("selfsubjectreviews.authentication.k8s.io", "create"),
+    ("selfsubjectaccessreviews.authorization.k8s.io", "create"),
+    ("selfsubjectrulesreviews.authorization.k8s.io", "create"),
+}
+
+
+def test_each_identity_has_exactly_the_rights_of_the_manifests(
+    control_plane: ControlPlane, migrations: Migrations,
+) -> None:
+    ns = migrations.namespace
+    runner = _rights(control_plane, ns, f"system:serviceaccount:{ns}:schemashift-migration")
+    operator = _rights(control_plane, ns,
+                       f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}")
+
+    assert runner == SELF_REVIEWS
+    expected = (_granted(RBAC_DIR / "operator.yaml", ("ClusterRole",))
+                | _granted(RBAC_DIR / "migration-job-namespace.yaml", ("Role",)) | SELF_REVIEWS)
+    assert operator == expected, (sorted(operator - expected), sorted(expected - operator))
+    assert not {pair for pair in operator if pair[0] == "secrets" and pair[1] in ("list", "watch")}
