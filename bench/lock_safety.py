@@ -1,41 +1,74 @@
-"""Lock safety under load: schemashift's runner vs plain `alembic upgrade head`.
+"""Lock safety under open-loop load: schemashift apply vs plain `alembic upgrade head`, and each
+kind create-model-migration generates vs Alembic's plain autogenerate output.
 
-A pgbench-like load (threads running many short transactions on `accounts`) runs while one long
-transaction reads `accounts` and a migration adds a column to it (ACCESS EXCLUSIVE). The naive
-run queues its ALTER behind the long transaction, and every app query queues behind the ALTER;
-the runner's attempts give up after `lock_timeout` and retry with pauses in between.
+Real `pgbench` runs short transactions on `accounts` at a fixed rate (`--rate`: open loop, so
+a blocked client does not slow the schedule and queued work shows as latency, counted from each
+transaction's scheduled start). A transaction that read `accounts` holds its lock; the
+migration adds a column to `accounts` (ACCESS EXCLUSIVE). The conflicting transaction commits
+`--hold` seconds after the migration first queues for its lock, the same for every run. Three
+runs, interleaved in each repeat, each on a fresh copy of one database:
 
-Prints, for each run: transactions, failed transactions, max and p99 latency of the load while
-the migration ran (a failed transaction counts with the time it took to fail), and the
-migration's own duration; then the naive/ours ratios.
+- `schemashift apply` with its lock timeout and lock retries (the defaults unless given);
+- `alembic upgrade head` as is (no lock_timeout): its ALTER queues behind the transaction and
+  every app query queues behind the ALTER;
+- `alembic upgrade head` with the same lock_timeout (PGOPTIONS): it gives up at the first one.
 
-    python bench/lock_safety.py [--clients 8] [--long-transaction 6] [--lock-timeout 500ms]
+A load transaction that took longer than the app's statement_timeout counts as failed: the app
+would have cancelled it. Printed per run and as medians: the exit code, whether the column exists
+afterwards, the migration command's duration, the transactions scheduled from its first lock
+wait until it and the conflicting transaction were done, the failed ones, p99 and max latency;
+the load average at start and end.
+
+Then each generated kind (bench/_lock_kinds.py): index, unique, foreign key, CHECK, NOT NULL,
+a backfilled NOT NULL column, dropped index, on a table of `--kind-rows` (1M) accounts, the
+revision create-model-migration writes applied by `schemashift apply` beside the one it writes
+with `--unsafe` (Alembic's plain autogenerate output) applied by `alembic upgrade head`.
+
+    python bench/lock_safety.py [--repeats 3] [--rate 200] [--clients 10] [--hold 10]
+                                [--lock-timeout 500ms] [--lock-retries 15]
+                                [--kinds index,unique,...] [--kind-rows 1000000] [--smallest]
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import json
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "operator"))  # this checkout's schemashift, installed or not
 
+import _lock_kinds as kinds  # noqa: E402
+from _under_load import (  # noqa: E402
+    APP_TIMEOUT_S,
+    ROWS,
+    copy_database,
+    drop_database,
+    load_average,
+    migration_command,
+    p99,
+    ratio,
+    under_load,
+    write_ini,
+)
 from tests.fixtures.histories import Revision, write_history  # noqa: E402
-from tests.fixtures.postgres import start_embedded_server  # noqa: E402
+from tests.fixtures.postgres import (  # noqa: E402
+    PgServer,
+    start_embedded_server,
+    stop_embedded_server,
+)
 
-ROWS = 10_000
-APP_STATEMENT_TIMEOUT = "3s"  # what a web app typically allows a request's query
+from schemashift.runner import options_table  # noqa: E402
 
 HISTORY = [
     Revision("r1", "accounts",
@@ -48,185 +81,172 @@ HISTORY = [
     Revision("r2", "add a note column", 'op.add_column("accounts", sa.Column("note", sa.Text))',
              'op.drop_column("accounts", "note")'),
 ]
-
-
-@dataclass
-class Load:
-    url: str
-    clients: int
-    latencies: list[tuple[float, float]] = field(default_factory=list)  # (start, seconds)
-    failures: list[tuple[float, float]] = field(default_factory=list)  # (start, seconds)
-    stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self._client, daemon=True) for _ in range(self.clients)]
-        for thread in threads:
-            thread.start()
-        return threads
-
-    def _client(self) -> None:
-        rng = random.Random()
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f"SET statement_timeout = '{APP_STATEMENT_TIMEOUT}'")
-            while not self.stop.is_set():
-                began = time.perf_counter()
-                try:
-                    with conn.transaction():
-                        account = rng.randint(1, ROWS)
-                        conn.execute("UPDATE accounts SET balance = balance + 1 WHERE id = %s",
-                                     (account,))
-                        conn.execute("SELECT balance FROM accounts WHERE id = %s", (account,))
-                except psycopg.Error:
-                    with self._lock:  # a failed transaction's wait counts as latency too
-                        self.failures.append((began, time.perf_counter() - began))
-                    continue
-                with self._lock:
-                    self.latencies.append((began, time.perf_counter() - began))
-                time.sleep(0.002)
-
-
-def long_transaction(url: str, seconds: float, started: threading.Event) -> None:
-    with psycopg.connect(url) as conn:
-        conn.execute("SELECT sum(balance) FROM accounts")  # holds ACCESS SHARE until commit
-        started.set()
-        time.sleep(seconds)
-        conn.commit()
-
-
+VARIANTS = {
+    "schemashift": "schemashift apply",
+    "alembic": "alembic upgrade head",
+    "alembic-lock-timeout": "alembic + lock_timeout",
+}
 @dataclass
 class Outcome:
-    name: str
-    migration_seconds: float
+    variant: str
     exit_code: int
+    applied: bool
+    migration_s: float
     transactions: int
     failed: int
-    max_ms: float
     p99_ms: float
-    attempts: str
+    max_ms: float
+    attempts: int | None  # schemashift's lock attempts
 
 
-def run_once(name: str, admin: psycopg.Connection[tuple[object, ...]], server_app_url: str,
-             work: Path, args: argparse.Namespace) -> Outcome:
-    database = f"bench_{name}"
-    admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    admin.execute(f'CREATE DATABASE "{database}" OWNER app')
-    url = server_app_url + database
-    migrations = write_history(work / name, HISTORY)
-    prepare = _schemashift(url, migrations, "--target", "r1")
-    assert prepare.returncode == 0, prepare.stderr
-
-    load = Load(url, args.clients)
-    threads = load.start()
-    time.sleep(1.0)
-    started = threading.Event()
-    blocker = threading.Thread(target=long_transaction,
-                               args=(url, args.long_transaction, started), daemon=True)
-    blocker.start()
-    started.wait()
-    time.sleep(0.3)
-    began = time.perf_counter()
-    if name == "schemashift":
-        done = _schemashift(url, migrations, "--lock-timeout", args.lock_timeout,
-                            "--lock-retries", "20")
-        retries = done.stdout.count('"event": "lock_retry"')
-        attempts = f"{retries + 1} attempts"
-    else:
-        done = _alembic(url, migrations)
-        attempts = "1 (queued)"
-        if done.returncode != 0:
-            print(f"alembic failed: {done.stderr[-2000:]}", file=sys.stderr)
-    ended = time.perf_counter()
-    blocker.join()
-    time.sleep(1.0)
-    load.stop.set()
-    for thread in threads:
-        thread.join()
-    failed = [lat for start, lat in load.failures if began - 0.1 <= start <= ended]
-    window = [lat for start, lat in load.latencies if began - 0.1 <= start <= ended] + failed
-    admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+def run_once(variant: str, server: PgServer, work: Path, migrations: Path,
+             args: argparse.Namespace) -> Outcome:
+    database = f"bench_{variant.replace('-', '_')}"
+    copy_database(server, "bench_template", database)
+    url = server.app_url(database)
+    work.mkdir(parents=True, exist_ok=True)
+    ini = write_ini(work / f"{variant}.ini", url, migrations)
+    command, env = migration_command(variant, url, migrations, ini, args)
+    window, applied = under_load(server, database, command, env, work, variant, args,
+                                 column_exists)
+    drop_database(server, database)
+    code = window.exit_code
+    if code != 0 and variant != "alembic-lock-timeout":
+        print(f"{variant} exited {code}: {window.stderr[-1500:]}", file=sys.stderr)
     return Outcome(
-        name=name, migration_seconds=ended - began, exit_code=done.returncode,
-        transactions=len(window), failed=len(failed),
-        max_ms=max(window, default=0) * 1000,
-        p99_ms=(statistics.quantiles(window, n=100)[98] if len(window) >= 100
-                else max(window, default=0)) * 1000,
-        attempts=attempts,
-    )
+        variant=variant, exit_code=code, applied=applied, migration_s=window.migration_s,
+        transactions=len(window.latencies), failed=window.failed,
+        p99_ms=1000 * p99(window.latencies), max_ms=1000 * max(window.latencies, default=0.0),
+        attempts=lock_attempts(window.stdout) if variant == "schemashift" else None)
 
 
-def _schemashift(url: str, migrations: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "schemashift.cli", "apply", "--json", "--database-url", url,
-         "--migrations", str(migrations), *args], capture_output=True, text=True, timeout=600)
+def lock_attempts(json_lines: str) -> int:
+    events = [json.loads(line) for line in json_lines.splitlines() if line.startswith("{")]
+    return 1 + sum(1 for event in events if event.get("event") == "lock_retry")
 
 
-_LOGGING = """
-[loggers]
-keys = root
-[handlers]
-keys = console
-[formatters]
-keys = generic
-[logger_root]
-level = WARNING
-handlers = console
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-formatter = generic
-[formatter_generic]
-format = %%(levelname)s %%(message)s
-"""
+def column_exists(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    return conn.execute("SELECT 1 FROM information_schema.columns WHERE table_name = 'accounts' "
+                        "AND column_name = 'note'").fetchone() is not None
 
 
-def _alembic(url: str, migrations: Path) -> subprocess.CompletedProcess[str]:
-    ini = migrations.parent / "alembic.ini"
-    sa_url = url.replace("postgresql://", "postgresql+psycopg://").replace("%", "%%")
-    ini.write_text(f"[alembic]\nscript_location = {migrations}\nsqlalchemy.url = {sa_url}\n"
-                   + _LOGGING)
-    return subprocess.run([sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head"],
-                          capture_output=True, text=True, timeout=600)
+def prepare_template(server: PgServer, work: Path, migrations: Path) -> None:
+    """bench_template at r1 (the table with its rows): each run starts from a copy of it."""
+    server.create_database("bench_template")
+    ini = write_ini(work / "template.ini", server.app_url("bench_template"), migrations)
+    done = subprocess.run([sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "r1"],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise SystemExit(f"could not prepare the database: {done.stderr[-2000:]}")
+
+
+def median_row(variant: str, runs: list[Outcome]) -> Outcome:
+    def med(values: Sequence[float]) -> float:
+        return float(statistics.median(values))
+
+    attempts = [run.attempts for run in runs if run.attempts is not None]
+    return Outcome(
+        variant=variant, exit_code=max(run.exit_code for run in runs),
+        applied=all(run.applied for run in runs),
+        migration_s=med([run.migration_s for run in runs]),
+        transactions=round(med([run.transactions for run in runs])),
+        failed=round(med([run.failed for run in runs])),
+        p99_ms=med([run.p99_ms for run in runs]), max_ms=med([run.max_ms for run in runs]),
+        attempts=round(med(attempts)) if attempts else None)
+
+
+HEADER = (f"{'run':<24}{'exit':>5}{'column':>8}{'migration s':>13}{'txns':>7}{'failed':>8}"
+          f"{'p99 ms':>9}{'max ms':>9}  attempts")
+
+
+def row(label: str, o: Outcome) -> str:
+    return (f"{label:<24}{o.exit_code:>5}{'yes' if o.applied else 'NO':>8}{o.migration_s:>13.2f}"
+            f"{o.transactions:>7}{o.failed:>8}{o.p99_ms:>9.0f}{o.max_ms:>9.0f}  "
+            f"{o.attempts if o.attempts is not None else '-'}")
+
+
+def report(results: dict[str, list[Outcome]], args: argparse.Namespace) -> None:
+    medians = {variant: median_row(variant, runs) for variant, runs in results.items()}
+    print(f"\nmedians of {args.repeats}:")
+    print(HEADER)
+    for variant, outcome in medians.items():
+        print(row(VARIANTS[variant], outcome))
+    ours = medians["schemashift"]
+    for variant in ("alembic", "alembic-lock-timeout"):
+        other = medians[variant]
+        print(f"{VARIANTS[variant]} / schemashift: p99 {ratio(other.p99_ms, ours.p99_ms)}, "
+              f"max {ratio(other.max_ms, ours.max_ms)}, failed {other.failed} vs {ours.failed}, "
+              f"column added {added(results[variant])} vs {added(results['schemashift'])}")
+    for variant, runs in results.items():
+        missing = [str(i + 1) for i, run in enumerate(runs) if not run.applied]
+        if missing:
+            print(f"NOT migrated: after {VARIANTS[variant]} the column is missing "
+                  f"(repeat {', '.join(missing)})")
+
+
+def added(runs: list[Outcome]) -> str:
+    return f"{sum(run.applied for run in runs)}/{len(runs)}"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=200, help="load transactions per second")
+    parser.add_argument("--clients", type=int, default=10, help="load connections")
+    parser.add_argument("--hold", type=float, default=10.0,
+                        help="seconds the conflicting transaction stays open after the "
+                             "migration first waits for its lock")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--lock-timeout", default=options_table.LOCK_TIMEOUT.default)
+    parser.add_argument("--lock-retries", type=int, default=options_table.LOCK_RETRIES.default)
+    parser.add_argument("--pgbench", help="pgbench to run (default: the server's own)")
+    parser.add_argument("--kinds", default=",".join(kind.name for kind in kinds.KINDS),
+                        help="the generated kinds to run (comma-separated; empty: none)")
+    parser.add_argument("--kind-rows", type=int, default=1_000_000,
+                        help="accounts in the generated kinds' table")
+    parser.add_argument("--smallest", action="store_true",
+                        help="the smallest meaningful run: 1 repeat, a short conflict, one "
+                             "kind on a small table")
+    args = parser.parse_args()
+    if args.smallest:
+        args.repeats, args.rate, args.clients, args.hold, args.warmup = 1, 100, 4, 1.0, 0.5
+        args.kinds, args.kind_rows = ",".join(kinds.SMALLEST), 10_000
+    return args
+
+
+def pgbench_version(pgbench: str) -> str:
+    return subprocess.run([pgbench, "--version"], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--long-transaction", type=float, default=10.0,
-                        help="seconds the conflicting transaction stays open")
-    parser.add_argument("--lock-timeout", default="500ms")
-    args = parser.parse_args()
-
+    args = parse_args()
+    print(f"load average at start: {load_average()}")
     base = Path(tempfile.mkdtemp(prefix="schemashift-bench-locks-"))
     server, handle = start_embedded_server(base)
+    results: dict[str, list[Outcome]] = {variant: [] for variant in VARIANTS}
     try:
-        app_url = f"postgresql://app:app-Secr3t-pw@{server.host}:{server.port}/"
-        with server.admin() as admin:
-            outcomes = [run_once(name, admin, app_url, base, args)
-                        for name in ("alembic", "schemashift")]
+        args.pgbench = args.pgbench or str(server.bin_dir / "pgbench")
+        print(f"{pgbench_version(args.pgbench)}: {args.rate} transactions/s over {args.clients} "
+              f"clients (UPDATE+SELECT of one of {ROWS:,} accounts), open loop; a transaction "
+              f"reading accounts commits {args.hold:g}s after the migration first waits for "
+              f"its lock; failed = over the app's statement_timeout {APP_TIMEOUT_S:g}s; "
+              f"lock_timeout {args.lock_timeout}, schemashift lock retries {args.lock_retries}")
+        migrations = write_history(base / "migrations", HISTORY)
+        prepare_template(server, base, migrations)
+        print(HEADER)
+        for repeat in range(1, args.repeats + 1):
+            for variant, label in VARIANTS.items():
+                outcome = run_once(variant, server, base / f"{repeat}", migrations, args)
+                results[variant].append(outcome)
+                print(row(f"{repeat}: {label}", outcome), flush=True)
+        report(results, args)
+        print(f"load average: {load_average()}")
+        kinds.run_kinds(server, base, args)
     finally:
-        handle.cleanup()  # type: ignore[attr-defined]
+        stop_embedded_server(server, handle)
         shutil.rmtree(base, ignore_errors=True)
-
-    print(f"load: {args.clients} clients, short UPDATE+SELECT transactions, app "
-          f"statement_timeout {APP_STATEMENT_TIMEOUT}; long transaction "
-          f"{args.long_transaction:g}s; runner lock_timeout {args.lock_timeout}")
-    print(f"{'run':<22}{'exit':>5}{'migration s':>13}{'txns':>8}{'failed':>8}"
-          f"{'max ms':>10}{'p99 ms':>10}  attempts")
-    for o in outcomes:
-        label = "alembic upgrade head" if o.name == "alembic" else "schemashift apply"
-        print(f"{label:<22}{o.exit_code:>5}{o.migration_seconds:>13.2f}{o.transactions:>8}"
-              f"{o.failed:>8}{o.max_ms:>10.0f}{o.p99_ms:>10.0f}  {o.attempts}")
-    naive, ours = outcomes
-    print(f"max latency naive/ours: {naive.max_ms / max(ours.max_ms, 1e-9):.1f}x; "
-          f"p99 naive/ours: {naive.p99_ms / max(ours.p99_ms, 1e-9):.1f}x; "
-          f"failed transactions naive {naive.failed} vs ours {ours.failed}")
-    from schemashift.runner.options import parse_duration
-
-    limit_ms = parse_duration(args.lock_timeout, name="lock timeout") * 1000
-    verdict = "met" if ours.failed == 0 and ours.max_ms <= limit_ms * 1.5 else "NOT met"
-    print(f"target (ours: no failed transaction, max latency within lock_timeout "
-          f"{limit_ms:.0f}ms + scheduling slack): {verdict}")
+    print(f"load average at end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -293,9 +293,7 @@ def install(cluster: Cluster, running: contextlib.ExitStack) -> None:
           "to pull, it runs\n  as a local process with a token of its ServiceAccount "
           f"{OPERATOR_NAMESPACE}/{OPERATOR_SA}, so only its RBAC applies:")
     print(f"$ KUBECONFIG={kubeconfig} SCHEMASHIFT_POLICY='{policy['SCHEMASHIFT_POLICY']}' "
-          "schemashift operator --liveness "
-          f"http://127.0.0.1:{operator.liveness_port}/healthz "
-          f"--metrics-port {operator.metrics_port} &", flush=True)
+          f"{shlex.join(operator.command())} &", flush=True)
     running.callback(operator.stop)
     operator.start()
     cluster.operator = operator
@@ -377,8 +375,7 @@ def release(cluster: Cluster, history: Path, store: ObjectStore, bucket: str, da
     cluster.kubectl("-n", NAMESPACE, "get", "smig", name, "-o",
                     'jsonpath={.status.plan.revisions}{"\\n"}{.status.plan.lint}{"\\n"}')
     plan_hash = str(status["plan"]["hash"])
-    cluster.kubectl("-n", NAMESPACE, "annotate", "smig", name,
-                    f"schemashift.io/approved={plan_hash}")
+    cluster.run(["schemashift", "approve", name, "-n", NAMESPACE, "--plan-hash", plan_hash])
     status = cluster.watch(name, final)
 
     step(f"11. {name}: status, conditions, events")

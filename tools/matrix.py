@@ -48,6 +48,13 @@ TESTS = (
     "tests/integration/test_detect_real_schemas.py",
     "tests/integration/test_detect_generated.py",
     "tests/integration/test_generate.py",
+    "tests/integration/test_generate_safe.py",
+    "tests/integration/test_generate_safe_kill.py",
+    "tests/integration/test_generate_safe_marks.py",
+    "tests/integration/test_generate_safe_violation.py",
+    "tests/integration/test_generate_safe_corpus.py",
+    "tests/integration/test_lint_safe_forms.py",
+    "tests/integration/test_plan_locks.py",
     "tests/integration/test_sync.py",
     "tests/integration/test_plan.py",
     "tests/integration/test_runner_apply.py",
@@ -56,6 +63,13 @@ TESTS = (
     "tests/integration/test_runner_thirdparty.py",
     "tests/integration/test_config_resolution.py",
     "tests/integration/test_corpus.py",
+    "tests/integration/test_wait_for_schema.py",
+    "tests/integration/test_targeted_copy.py",
+    "tests/integration/test_targeted_copy_generated.py",
+    "tests/integration/test_targeted_copy_thirdparty.py",
+    "tests/integration/test_expand_contract.py",
+    "tests/integration/test_expand_contract_generate.py",
+    "tests/integration/test_expand_contract_thirdparty.py",
 )
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$")
 _COMPLETE = "schemashift-matrix-complete"  # written last: the build finished

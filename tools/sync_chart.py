@@ -349,8 +349,9 @@ def manifest_outputs(helm: str) -> dict[Path, str]:
     for obj in render_chart(helm, CHART):
         if obj["kind"] in source_kinds or obj["kind"] == "CustomResourceDefinition":
             continue  # those come from manifests/crd and manifests/rbac themselves
-        path = OPERATOR_MANIFESTS / f"{obj['kind'].lower()}.yaml"
-        outputs[path] = header + dump(plain(obj))
+        path = OPERATOR_MANIFESTS / f"{obj['kind'].lower()}.yaml"  # one file per kind
+        outputs[path] = (outputs[path] + "---\n" if path in outputs else header) + dump(
+            plain(obj))
     return outputs
 
 

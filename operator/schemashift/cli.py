@@ -132,14 +132,27 @@ def check(as_json: bool, **kwargs: Any) -> None:
 @click.option("--rename", "renames", multiple=True, metavar="OLD:NEW",
               help="Treat a dropped+added table or column (table.old:table.new) as a rename.")
 @click.option("--apply", "apply_now", is_flag=True, help="Upgrade the database right after.")
+@click.option("--backfill", "backfills", multiple=True, metavar="TABLE.COLUMN=SQL_EXPR",
+              help="Fill a new NOT NULL column of a table with rows: added nullable, filled "
+                   "with SQL_EXPR in batches, then set NOT NULL.")
+@click.option("--unsafe", is_flag=True,
+              help="Alembic's plain operations, also on existing tables (default: lock-safe).")
+@click.option("--split/--no-split", default=True, show_default=True,
+              help="Write an expand revision (safe while the old release runs) and a contract "
+                   "revision (after the rollout), each marked with its phase; --no-split (and "
+                   "--unsafe) write one unmarked revision.")
 def create_model_migration(
-    as_json: bool, message: str, renames: tuple[str, ...], apply_now: bool, **kwargs: Any
+    as_json: bool, message: str, renames: tuple[str, ...], apply_now: bool,
+    backfills: tuple[str, ...], unsafe: bool, split: bool, **kwargs: Any
 ) -> None:
-    """Write an Alembic revision (upgrade and downgrade) from the model changes."""
-    path = _module("generate").create_model_migration(
-        _project(kwargs), message=message, renames=list(renames), apply=apply_now
+    """Write Alembic revisions (upgrade and downgrade) from the model changes."""
+    paths = _module("generate").create_model_migration(
+        _project(kwargs), message=message, renames=list(renames), apply=apply_now,
+        unsafe=unsafe, backfills=list(backfills), split=split,
+        note=lambda text: click.echo(text, err=True),
     )
-    _emit(as_json, {"path": str(path)}, f"Created migration file: {path}")
+    _emit(as_json, {"path": str(paths[-1]), "paths": [str(p) for p in paths]},
+          "\n".join(f"Created migration file: {path}" for path in paths))
 
 
 @cli.command("sync-models-to-db")
@@ -152,10 +165,14 @@ def sync_models_to_db(as_json: bool, **kwargs: Any) -> None:
 @cli.command("plan")
 @_common_options
 @_table_option(table.TARGET, envvar=None, show_envvar=False)
-def plan_command(as_json: bool, target: str, **kwargs: Any) -> None:
+@_table_option(table.PHASE, envvar=None, show_envvar=False)
+def plan_command(as_json: bool, target: str, phase: str, **kwargs: Any) -> None:
     """Revisions to apply, their stages, lint and integrity findings, and the SQL."""
-    result = _module("plan").build_plan(_project(kwargs), target=target)
+    result = _module("plan").build_plan(_project(kwargs), target=target, phase=phase)
     _emit(as_json, result.to_dict(), result.to_text())
+    refused = result.refusal()  # the plan is shown, then why this phase cannot run (exit 2)
+    if refused is not None:
+        raise refused
 
 
 @cli.command("apply")
@@ -216,6 +233,41 @@ def restore(as_json: bool, url: str, clean: bool, jobs: int, **kwargs: Any) -> N
     _emit(as_json, {"restored": url}, f"Restored {url}")
 
 
+@cli.group("backups")
+def backups() -> None:
+    """List the backups under a prefix, and prune them by retention (keep, max age)."""
+
+
+@backups.command("list")
+@_table_option(table.BACKUP_URL, required=True, help="s3://bucket/prefix/")
+@click.option("--database", default=None, help="Only this database's backups.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backups_list(backup_url: str, database: str | None, as_json: bool) -> None:
+    """Every backup under the prefix, newest first: URL, database, from-revision, time, size,
+    verified."""
+    module = _module("runner.retention")
+    rows = module.list_stored(backup_url, database)
+    _emit(as_json, {"backups": [row.__dict__ for row in rows]}, module.format_table(rows))
+
+
+@backups.command("prune")
+@_table_option(table.BACKUP_URL, required=True, help="s3://bucket/prefix/")
+@_table_option(table.BACKUP_KEEP)
+@_table_option(table.BACKUP_MAX_AGE)
+@_table_option(table.STALE_AFTER)
+@click.option("--database", default=None, help="Only this database's backups.")
+@click.option("--dry-run", is_flag=True, help="Delete nothing: print what would be deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backups_prune(backup_url: str, backup_keep: int, backup_max_age: str, stale_after: str,
+                  database: str | None, dry_run: bool, as_json: bool) -> None:
+    """Delete the verified backups outside the retention limits (never a database's newest),
+    and what interrupted runs left behind."""
+    module = _module("runner.retention")
+    report = module.prune_command(backup_url, backup_keep, backup_max_age, dry_run=dry_run,
+                                  stale_after=stale_after, database=database)
+    _emit(as_json, report.to_dict(), module.format_report(report))
+
+
 @cli.command("operator")
 @click.option("--namespace", "-n", "namespaces", multiple=True,
               help="Watch only these namespaces (default: all).")
@@ -225,11 +277,35 @@ def restore(as_json: bool, url: str, clean: bool, jobs: int, **kwargs: Any) -> N
               envvar="SCHEMASHIFT_METRICS_PORT")
 @click.option("--job-image", envvar="SCHEMASHIFT_JOB_IMAGE",
               help="Image for Jobs when a resource names none (default: spec.migrations.image).")
+@click.option("--leader-elect/--no-leader-elect", default=True, show_default=True,
+              envvar="SCHEMASHIFT_LEADER_ELECT",
+              help="Run only while holding a coordination.k8s.io Lease, so replicas never act "
+                   "at once (off: this process must be the only operator).")
+@click.option("--lease-name", default="schemashift-operator", show_default=True,
+              envvar="SCHEMASHIFT_LEASE_NAME", help="The leader election Lease.")
+@click.option("--lease-namespace", envvar="POD_NAMESPACE",
+              help="The Lease's namespace (default: the pod's, else the kubeconfig's).")
 def operator(namespaces: tuple[str, ...], liveness: str, metrics_port: int,
-             job_image: str | None) -> None:
+             job_image: str | None, leader_elect: bool, lease_name: str,
+             lease_namespace: str | None) -> None:
     """Run the Kubernetes operator (kopf)."""
-    _module("operator").run(namespaces=list(namespaces), liveness=liveness,
-                            metrics_port=metrics_port, job_image=job_image)
+    module = _module("operator")
+    leader = module.LeaderElection(lease_name, lease_namespace) if leader_elect else None
+    module.run(namespaces=list(namespaces), liveness=liveness, metrics_port=metrics_port,
+               job_image=job_image, leader=leader)
+
+
+@cli.command("approve")
+@click.argument("name")
+@click.option("--namespace", "-n", envvar="SCHEMASHIFT_NAMESPACE", default=None,
+              help="Default: the pod's namespace, else the kubeconfig's.")
+@click.option("--plan-hash", default=None,
+              help="The hash you reviewed (status.plan.hash); refused if the plan changed since.")
+def approve(name: str, namespace: str | None, plan_hash: str | None) -> None:
+    """Approve the plan a SchemaMigration awaits, under your own user name."""
+    done = _module("kube.approve").approve(name, namespace, plan_hash)
+    click.echo(f"SchemaMigration {done.namespace}/{done.name}: plan {done.plan_hash} approved "
+               f"by {done.approver}")
 
 
 @cli.command("wait")
@@ -241,6 +317,23 @@ def wait(name: str, namespace: str | None, timeout: str) -> None:
     """Block until a SchemaMigration is Succeeded; exit 1 on Failed/RolledBack (Helm hooks)."""
     wait_for = _module("kube.wait").wait_for
     sys.exit(wait_for(name, namespace=namespace, timeout=timeout, echo=click.echo))
+
+
+@cli.command("wait-for-schema")
+@click.option("--database-url", envvar="SCHEMASHIFT_DATABASE_URL", show_envvar=True,
+              required=True, help="PostgreSQL URL; a role that may SELECT alembic_version.")
+@click.option("--migrations", type=click.Path(path_type=Path), envvar="SCHEMASHIFT_MIGRATIONS",
+              show_envvar=True, required=True,
+              help="The image's Alembic script directory (its head is the revision waited for).")
+@click.option("--revision", envvar="SCHEMASHIFT_REVISION", show_envvar=True, default=None,
+              help="Wait for this revision instead of the history's head.")
+@_table_option(table.SCHEMA_WAIT_TIMEOUT)
+@_table_option(table.SCHEMA_WAIT_INTERVAL)
+def wait_for_schema(database_url: str, migrations: Path, revision: str | None, timeout: str,
+                    interval: str) -> None:
+    """Block until the database is at the image's revision or after it (app initContainers)."""
+    wait = _module("runner.schema_wait").wait_for_schema
+    sys.exit(wait(database_url, migrations, revision, timeout, interval, echo=click.echo))
 
 
 def main() -> None:

@@ -47,6 +47,26 @@ class BackupStatus:
     sha256: str | None = None
     verified: bool = False
     completedAt: str | None = None
+    method: str = "pgDump"  # options_table.BACKUP_METHOD's choices
+    restorePoint: str | None = None  # restorePoint: the name given to pg_create_restore_point
+    lsn: str | None = None  # restorePoint: its WAL location
+
+
+@dataclass
+class TargetedCopy:
+    """Issue 14: data a revision of the run drops or rewrites, copied to object storage before
+    the change (runner/targeted_copy.py); a downgrade puts it back (runner/copy_restore.py)."""
+
+    url: str
+    revision: str  # the revision whose upgrade drops or rewrites it
+    rule: str  # the lint rule that found it: drop-column, drop-table or change-column-type
+    table: str  # schema.table
+    columns: list[str]  # the copied columns (every column for a dropped table)
+    keyColumns: list[str]  # how rows are matched on restore (empty: a whole table)
+    rows: int = 0
+    sizeBytes: int = 0
+    sha256: str | None = None
+    verified: bool = False
 
 
 @dataclass
@@ -64,6 +84,10 @@ class RunResult:
     stages: list[StageStatus] = field(default_factory=list)
     backup: BackupStatus | None = None
     undone: list[str] = field(default_factory=list)
+    # Contract revisions still to apply after this run (issue 13: status condition ContractPending).
+    pendingContract: list[str] = field(default_factory=list)
+    # Issue 14: what the run copied before dropping or rewriting it (verified objects).
+    targetedCopies: list[TargetedCopy] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,14 +104,19 @@ class RunResult:
             data["stages"] = []
             data["message"] = data["message"][:1000]
             text = json.dumps(data, separators=(",", ":"))
+        while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and data["targetedCopies"]:
+            data["targetedCopies"].pop()  # the catalog table and the run's events list them all
+            text = json.dumps(data, separators=(",", ":"))
         return text
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
         stages = [StageStatus(**s) for s in data.get("stages") or []]
         backup = BackupStatus(**data["backup"]) if data.get("backup") else None
-        fields = {k: v for k, v in data.items() if k not in {"stages", "backup"}}
-        return cls(**fields, stages=stages, backup=backup)
+        copies = [TargetedCopy(**c) for c in data.get("targetedCopies") or []]
+        fields = {k: v for k, v in data.items()
+                  if k not in {"stages", "backup", "targetedCopies"}}
+        return cls(**fields, stages=stages, backup=backup, targetedCopies=copies)
 
 
 class Reporter(Protocol):

@@ -37,7 +37,18 @@ NO_SCHEMA_CHANGES = "NoSchemaChanges"
 # a generated revision holds an op PostgreSQL (or Alembic) would reject when it runs
 REVISION_WOULD_FAIL = "RevisionWouldFail"
 DEVELOPMENT_ONLY = "DevelopmentOnly"
+# Expand/contract (issue 13): refused before anything changed (an expand whose catalog check
+# fails after it is rolled back with IncompatibleExpand as its reason).
+INCOMPATIBLE_EXPAND = "IncompatibleExpand"  # the expand would break the running release
+EXPAND_SKIPS_CONTRACT = "ExpandSkipsContract"  # an expand revision after a pending contract one
+CONTRACT_BEFORE_EXPAND = "ContractBeforeExpand"  # contract asked while its expand is pending
 NOT_NULL_WITHOUT_DEFAULT = "NotNullWithoutDefault"
+# Backups (issue 14): a restore point needs working WAL archiving and the right to create it;
+# it cannot be restored in place; a pg_dump must fit in the Job's deadline.
+WAL_ARCHIVING_UNAVAILABLE = "WalArchivingUnavailable"
+RESTORE_POINT_NOT_PERMITTED = "RestorePointNotPermitted"
+RESTORE_POINT_NOT_RESTORABLE = "RestorePointNotRestorable"
+BACKUP_WOULD_OVERRUN_DEADLINE = "BackupWouldOverrunDeadline"
 
 # Infrastructure
 DATABASE_UNREACHABLE = "DatabaseUnreachable"
@@ -51,6 +62,10 @@ BACKUP_VERIFY_FAILED = "BackupVerificationFailed"
 BACKUP_NOT_FOUND = "BackupNotFound"
 BACKUP_NOT_VERIFIED = "BackupNotVerified"
 RESTORE_FAILED = "RestoreFailed"
+# Issue 14: the targeted copy of what the plan drops could not be taken; nothing was migrated.
+TARGETED_COPY_FAILED = "TargetedCopyFailed"
+# Issue 14: a downgrade found a targeted copy it could not put back (missing, damaged, no store).
+TARGETED_COPY_NOT_RESTORED = "TargetedCopyNotRestored"
 
 # Failures while migrating
 MIGRATION_FAILED = "MigrationFailed"
@@ -89,3 +104,7 @@ SPEC_CHANGED_DURING_RUN = "SpecChangedDuringRun"
 ALREADY_SUCCEEDED = "AlreadySucceeded"
 DELETED_WHILE_RUNNING = "DeletedWhileRunning"
 IN_PROGRESS = "InProgress"
+
+# Expand/contract (issue 13): condition ContractPending, from the run's pendingContract.
+CONTRACT_PENDING = "ContractPending"  # contract revisions remain after a successful expand
+NO_CONTRACT_PENDING = "NoContractPending"

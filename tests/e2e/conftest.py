@@ -6,6 +6,7 @@ Fixtures for the operator tests can be added below the imports.
 # Operator fixtures (smig_crd, operator_process, migrations): tests/e2e/operator_fixtures.py
 from tests.e2e.operator_fixtures import (  # noqa: F401 - fixtures are found by name
     migrations,
+    operator_log_is_clean,
     operator_process,
     smig_crd,
 )

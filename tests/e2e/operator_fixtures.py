@@ -50,6 +50,13 @@ class OperatorProcess:
         self.liveness_port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.checked = 0  # the log up to here was looked at for problems()
+
+    def command(self) -> list[str]:
+        return ["schemashift", "operator",
+                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
+                "--metrics-port", str(self.metrics_port), "--job-image", "schemashift:e2e",
+                "--lease-namespace", OPERATOR_NAMESPACE]
 
     def start(self) -> None:
         env = {k: v for k, v in self.plane.env(self.kubeconfig).items()
@@ -57,9 +64,7 @@ class OperatorProcess:
         env.update(self.extra_env)
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
-                ["schemashift", "operator",
-                 "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
-                 "--metrics-port", str(self.metrics_port), "--job-image", "schemashift:e2e"],
+                self.command(),
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         deadline = time.monotonic() + 60
@@ -72,6 +77,19 @@ class OperatorProcess:
                         return
             time.sleep(0.2)
         raise AssertionError(f"operator not live after 60 s:\n{self.logs()}")
+
+    def leading(self) -> bool:
+        """Holds the leader Lease and runs kopf (a standby serves liveness, not this)."""
+        return "schemashift_operator_leader 1.0" in self.metrics()
+
+    def wait_leading(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.logs()
+            if self.leading():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"not the leader after {timeout:.0f} s:\n{self.logs()}")
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when a node dies."""
@@ -96,6 +114,21 @@ class OperatorProcess:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             return str(response.read().decode())
+
+    def log_size(self) -> int:
+        return self.log_file.stat().st_size if self.log_file.exists() else 0
+
+    def problems(self, since: int = 0) -> list[str]:
+        """Log lines a sound run never writes: a traceback (a handler that raised), or the API
+        server refusing the operator something (its RBAC in manifests/rbac/ was not enough)."""
+        if not self.log_file.exists():
+            return []
+        with self.log_file.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+        return [line[:2000] for line in text.splitlines()
+                if "Traceback" in line or "Forbidden" in line or "(403)" in line
+                or "status=403" in line]
 
     def logs(self, lines: int = 60) -> str:
         if not self.log_file.exists():
@@ -138,12 +171,30 @@ def operator_process(
                               tmp_path_factory.mktemp("operator") / "operator.log",
                               EXAMPLES_POLICY)
     process.start()
+    process.wait_leading()
     _testbed._diagnostics.append(process.logs)
     try:
         yield process
     finally:
         _testbed._diagnostics.remove(process.logs)
         process.stop()
+    # What happened after the last test's own check (e.g. its namespace being deleted).
+    late = process.problems(process.checked)
+    assert not late, "the operator logged after the last test:\n" + "\n".join(late[:5])
+
+
+@pytest.fixture(autouse=True)
+def operator_log_is_clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test with the operator: no traceback, no refusal in its log since the previous
+    test's check (which includes what the previous test's namespace deletion caused)."""
+    if "operator_process" not in request.fixturenames:
+        yield
+        return
+    process: OperatorProcess = request.getfixturevalue("operator_process")
+    yield
+    found = process.problems(process.checked)
+    process.checked = process.log_size()
+    assert not found, "the operator logged:\n" + "\n".join(found[:5])
 
 
 class Migrations:

@@ -23,7 +23,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.operator_fixtures import Migrations
+from tests.e2e.operator_fixtures import RBAC_DIR, Migrations
+from tests.e2e.rights import SELF_REVIEWS, granted, rights
 from tests.e2e.testbed.controlplane import ControlPlane, free_port
 from tests.e2e.testbed.kubelet import ProcessKubelet
 from tests.unit.test_chart import find_helm
@@ -197,13 +198,16 @@ def test_helm_install_runs_the_operator_under_the_charts_rbac(
         return done.stdout.strip() == "yes"
 
     assert can("create", "jobs.batch", namespace) and can("list", "pods", namespace)
-    # No Secret read at all unless a namespace grants it (rbac.migrationJobNamespaces).
-    assert not can("get", "secrets", namespace)
-    for verb, what in [("create", "jobs.batch"), ("get", "secrets"), ("list", "pods"),
-                       ("patch", "schemamigrations.schemashift.io")]:
-        assert not can(verb, what, "kube-system"), (verb, what)
-        assert not can(verb, what, "default"), (verb, what)
-    assert can("list", "customresourcedefinitions.apiextensions.k8s.io", "default")
+    # Exactly the rules of manifests/rbac/operator.yaml (the chart's are generated from them):
+    # all of them in the watched namespace (also its home: the Lease); elsewhere only the one
+    # cluster-wide right, reading CRDs. No Secret read at all unless a namespace grants it
+    # (rbac.migrationJobNamespaces).
+    source = RBAC_DIR / "operator.yaml"
+    watched = rights(control_plane, namespace, account)
+    assert watched == granted(source, ("ClusterRole", "Role")) | SELF_REVIEWS, watched
+    cluster_wide = granted(source, ("ClusterRole",), ("schemashift-operator-crds",))
+    for elsewhere in ("kube-system", "default"):
+        assert rights(control_plane, elsewhere, account) == cluster_wide | SELF_REVIEWS
     deadline = time.monotonic() + 60
     last: Exception | None = None
     while time.monotonic() < deadline:  # the kubelet runs the pod's command as a local process
@@ -211,11 +215,24 @@ def test_helm_install_runs_the_operator_under_the_charts_rbac(
             url = f"http://127.0.0.1:{operator_release['health']}/healthz"
             with urllib.request.urlopen(url, timeout=2) as response:
                 assert response.status == 200
-                return
+                break
         except OSError as exc:
             last = exc
             time.sleep(0.5)
-    raise AssertionError(f"the chart's operator never served its liveness endpoint: {last}")
+    else:
+        raise AssertionError(f"the chart's operator never served its liveness endpoint: {last}")
+    # It leads under the chart's RBAC: its Lease, named after the release, holds its pod's name.
+    leases = client.CoordinationV1Api(control_plane.admin_api())
+    lease_name = f"{operator_release['name']}-schemashift"
+    holder = None
+    while time.monotonic() < deadline + 60:
+        with contextlib.suppress(ApiException):
+            spec = leases.read_namespaced_lease(lease_name, namespace).spec
+            holder = spec.holder_identity if spec else None
+            if holder and holder.startswith(f"{pods[0].metadata.name}_"):
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"Lease {namespace}/{lease_name} held by {holder!r}, not the pod")
 
 
 # --- the hook -----------------------------------------------------------------------------------
@@ -247,22 +264,34 @@ def table_names(database_url: str) -> set[str]:
         engine.dispose()
 
 
+def release_migrations(migrations: Migrations, release: str) -> dict[str, dict[str, Any]]:
+    """The hook's SchemaMigrations of a release, by name."""
+    found = migrations.custom.list_namespaced_custom_object(
+        "schemashift.io", "v1alpha1", migrations.namespace, "schemamigrations",
+        label_selector=f"app.kubernetes.io/instance={release}")["items"]
+    return {o["metadata"]["name"]: o for o in found}
+
+
 def test_hook_blocks_install_and_upgrade_until_the_migration_succeeded(
     control_plane: ControlPlane, helm: str, migrations: Migrations, database_url: str
 ) -> None:
     ns = migrations.namespace
     installed = run_hook_chart(control_plane, helm, "install", "hms", ns)
     assert installed.returncode == 0, installed.stderr + "\n" + str(migrations.jobs())
-    first = migrations.status("hms-r1")
-    assert first["phase"] == "Succeeded", first
+    first = release_migrations(migrations, "hms")
+    assert sorted(o["spec"]["phase"] for o in first.values()) == ["contract", "expand"]
+    assert all(o["status"]["phase"] == "Succeeded" for o in first.values()), first
     assert {"patients", "hospital_settings"} <= table_names(database_url)
-    # hook-succeeded removed the waiter Job and the hook RBAC; the SchemaMigration stays.
-    assert not [j for j in migrations.jobs() if j["name"] == "hms-schemashift-wait"]
+    # hook-succeeded removed the waiter Jobs and the hook RBAC; the SchemaMigrations stay.
+    assert not [j for j in migrations.jobs() if j["name"].endswith("-wait")]
 
     upgraded = run_hook_chart(control_plane, helm, "upgrade", "hms", ns)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert migrations.status("hms-r2")["phase"] == "Succeeded"
-    assert migrations.status("hms-r1")["phase"] == "Succeeded"  # the record of the first run
+    again = release_migrations(migrations, "hms")
+    assert set(again) == set(first), "the same release content keeps its names"
+    assert all(o["status"]["phase"] == "Succeeded" for o in again.values())
+    assert {o["metadata"]["uid"] for o in again.values()}.isdisjoint(
+        o["metadata"]["uid"] for o in first.values()), "replaced, so they ran again"
 
 
 def test_hook_fails_the_release_when_the_migration_fails(
@@ -275,12 +304,16 @@ def test_hook_fails_the_release_when_the_migration_fails(
            "secrets.checkExisting": "false"},
     )
     assert result.returncode != 0
-    assert "broken-schemashift-wait" in result.stderr, result.stderr
-    assert migrations.status("broken-r1")["phase"] == "Failed"
-    waiter = [j for j in migrations.jobs() if j["name"] == "broken-schemashift-wait"]
+    found = release_migrations(migrations, "broken")
+    assert [o["spec"]["phase"] for o in found.values()] == ["expand"], "no contract after it"
+    (name, expand), = found.items()
+    assert f"{name}-wait" in result.stderr, result.stderr
+    assert expand["status"]["phase"] == "Failed"
+    waiter = [j for j in migrations.jobs() if j["name"] == f"{name}-wait"]
     assert waiter and ("Failed", "BackoffLimitExceeded") in waiter[0]["conditions"]
-    log = migrations.pod_log("broken-schemashift-wait")
+    log = migrations.pod_log(f"{name}-wait")
     assert "error: SchemaMigration" in log and "Failed" in log, log
+    assert "error: SchemaMigration" in result.stderr, "helm prints the waiter's log"
 
 
 def test_hook_refuses_a_missing_secret_before_creating_anything(
@@ -301,9 +334,7 @@ def test_hook_refuses_a_missing_secret_before_creating_anything(
     assert f"Secret {ns}/absent (migration.spec.database.urlSecretRef) does not exist" in (
         result.stderr
     )
-    with pytest.raises(ApiException) as missing:
-        migrations.get("nosecret-r1")
-    assert missing.value.status == 404
+    assert release_migrations(migrations, "nosecret") == {}
 
 
 def test_quickstart_commands_of_the_install_guide(
@@ -333,8 +364,10 @@ def test_quickstart_commands_of_the_install_guide(
     listed = control_plane.kubectl("-n", ns, "get", "smig").stdout
     print(listed)  # shown with -s: the output docs/install.md quotes
     header, row = listed.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "FROM", "TARGET", "CURRENT", "BACKUP", "AGE"]
+    assert header.split() == ["NAME", "PHASE", "FROM", "TARGET", "CURRENT", "CONTRACTPENDING",
+                              "BACKUP", "AGE"]
     assert row.split()[:2] == ["hms-minimal", "Succeeded"]
+    assert "False" in row.split(), listed  # ContractPending: phase all leaves nothing to contract
     assert {"patients", "hospital_settings"} <= table_names(database_url)
 
 
@@ -399,9 +432,13 @@ def test_upgrade_fails_and_app_is_not_rolled_out_when_the_migration_rolls_back(
            "migration.spec.safety.lint": "warn"},
     )
     assert upgraded.returncode != 0
-    assert "hms-schemashift-wait" in upgraded.stderr, upgraded.stderr
-    status = migrations.status("hms-r2")
+    assert "pre-upgrade hooks failed" in upgraded.stderr, upgraded.stderr
+    failed = [o for o in release_migrations(migrations, "hms").values()
+              if o["status"]["phase"] != "Succeeded"]
+    assert [o["spec"]["phase"] for o in failed] == ["expand"], failed
+    status = failed[0]["status"]
     assert status["phase"] == "RolledBack", status
+    assert f"{failed[0]['metadata']['name']}-wait" in upgraded.stderr, upgraded.stderr
     assert database_revision(database_url) == good
     assert "visits_tmp" not in table_names(database_url)
     history = run_helm(control_plane, helm, "history", "hms", "-n", ns, "-o", "json")

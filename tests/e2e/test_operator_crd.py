@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from schemashift.runner import options_table as table
 from tests.e2e.testbed.controlplane import ControlPlane
 
 pytestmark = pytest.mark.e2e
@@ -68,6 +69,15 @@ INVALID = [
     ("deadline-too-short", with_("deadlineSeconds", 5), "spec.deadlineSeconds"),
     ("lock-retries-negative", with_("safety.lockRetries", -1), "spec.safety.lockRetries"),
     ("allow-not-a-rule", with_("safety.allow", ["Drop Table"]), "lint rule names"),
+    ("restore-with-restore-point", with_("backup", {**PRODUCTION_BACKUP,
+                                                    "method": "restorePoint"},
+                                         with_("rollback.policy", "restore")),
+     "backup.method restorePoint can only be recovered into a new cluster"),
+    ("backup-method-unknown", with_("backup", {**PRODUCTION_BACKUP, "method": "snapshot"}),
+     'Unsupported value: "snapshot"'),
+    ("archive-wait-not-duration", with_("backup", {"enabled": True, "method": "restorePoint",
+                                                   "archiveWait": "soon"}),
+     "backup.archiveWait must be a duration"),
 ]
 
 
@@ -101,12 +111,35 @@ def test_valid_spec_gets_the_contract_defaults(
     assert stored["target"] == "head"
     assert stored["database"]["urlSecretRef"]["key"] == "url"
     assert stored["rollback"] == {"policy": "downgrade"}
-    assert stored["safety"] == {"lockTimeout": "5s", "statementTimeout": "0s", "lockRetries": 10,
-                                "lint": "block", "allow": []}
+    assert stored["safety"] == {option.cr.removeprefix("safety."): option.crd_default()
+                                for option in table.SPEC_OPTIONS
+                                if option.cr and option.cr.startswith("safety.")}
     assert stored["dryRun"] is False and stored["approval"] == {"required": False}
     assert stored["deadlineSeconds"] == 1800
     assert stored["job"] == {"ttlSecondsAfterFinished": 86400}
     columns = control_plane.kubectl("get", "smig", "-n", namespace).stdout.splitlines()[0].split()
-    assert columns == ["NAME", "PHASE", "FROM", "TARGET", "CURRENT", "BACKUP", "AGE"]
+    assert columns == ["NAME", "PHASE", "FROM", "TARGET", "CURRENT", "CONTRACTPENDING", "BACKUP",
+                       "AGE"]
     short = control_plane.kubectl("get", "smig", "-n", namespace, "-o", "name").stdout
     assert short.strip() == "schemamigration.schemashift.io/ok"
+
+
+def test_production_accepts_a_restore_point_without_a_backup_url(
+    control_plane: ControlPlane, smig_crd: Any, namespace: str
+) -> None:
+    spec = with_("backup", {"enabled": True, "method": "restorePoint"},
+                 with_("environment", "production"))
+    control_plane.kubectl("apply", "-f", "-", input=manifest(namespace, "rp", spec))
+    stored = yaml.safe_load(control_plane.kubectl(
+        "get", "smig", "rp", "-n", namespace, "-o", "yaml").stdout)["spec"]
+    defaults: dict[str, Any] = {}
+    for option in table.SPEC_OPTIONS:  # the CRD's defaults under backup., nested as the CR is
+        if option.cr and option.cr.startswith("backup.") and option.crd_default() is not None:
+            *parents, leaf = option.cr.removeprefix("backup.").split(".")
+            node = defaults
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = option.crd_default()
+    assert stored["backup"] == {**defaults, "enabled": True, "method": "restorePoint"}
+    assert stored["backup"]["archiveWait"] == table.ARCHIVE_WAIT.default
+    assert stored["rollback"] == {"policy": "downgrade"}

@@ -5,7 +5,7 @@ holds no database URL is never echoed."""
 
 from __future__ import annotations
 
-import re
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +17,14 @@ import yaml
 from kubernetes import client
 
 from schemashift import reasons
-from tests.e2e.operator_fixtures import OPERATOR_NAMESPACE, OPERATOR_SA, RBAC_DIR, Migrations
+from tests.e2e.operator_fixtures import (
+    OPERATOR_NAMESPACE,
+    OPERATOR_SA,
+    RBAC_DIR,
+    Migrations,
+    OperatorProcess,
+)
+from tests.e2e.rights import SELF_REVIEWS, granted, rights
 from tests.e2e.test_chart_install import CHART, helm, template  # noqa: F401 (fixture)
 from tests.e2e.test_operator import CREATE, FAILING_C3, spec
 from tests.e2e.testbed.controlplane import ControlPlane
@@ -212,6 +219,7 @@ def test_the_admission_policy_admits_what_the_admin_allowed(
 
 def test_a_secret_that_holds_no_database_url_is_never_echoed(
     control_plane: ControlPlane, migrations: Migrations, author: Path, tmp_path: Path,
+    operator_process: OperatorProcess,
 ) -> None:
     migrations.secret("payments-api", {"url": API_KEY})
     history = write_history(tmp_path, [CREATE])
@@ -225,6 +233,8 @@ def test_a_secret_that_holds_no_database_url_is_never_echoed(
         yaml.safe_dump(migrations.get("app")),
         "\n".join(" ".join(e) for e in migrations.events("app")),
         *(migrations.pod_log(j["name"]) for j in migrations.jobs()),
+        control_plane.kubectl("get", "jobs", "-n", migrations.namespace, "-o", "yaml").stdout,
+        operator_process.log_file.read_text(errors="replace"),  # not a reader's, still clean
     ])
     fragments = {API_KEY[i:i + 6] for i in range(len(API_KEY) - 5)}
     assert not [f for f in fragments if f in seen_by_a_reader], status["message"]
@@ -232,87 +242,84 @@ def test_a_secret_that_holds_no_database_url_is_never_echoed(
     assert "Secret" in status["message"], status
 
 
-def test_no_pod_can_forge_a_result(
-    control_plane: ControlPlane, migrations: Migrations, database_url: str, tmp_path: Path,
+FORGED = {"status": {"phase": "Succeeded", "step": "done", "conditions": [
+    {"type": "Ready", "status": "True", "reason": "Succeeded", "message": "forged",
+     "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
+
+
+def _forge(plane: ControlPlane, kubeconfig: Path | None, ns: str, name: str
+           ) -> subprocess.CompletedProcess[str]:
+    return plane.kubectl("patch", "smig", name, "-n", ns, "--subresource=status",
+                         "--type=merge", "-p", json.dumps(FORGED), kubeconfig=kubeconfig,
+                         check=False)
+
+
+def test_no_one_but_the_operator_decides_a_result(
+    control_plane: ControlPlane, migrations: Migrations, author: Path, database_url: str,
+    tmp_path: Path,
 ) -> None:
-    """Item 3: the migration ServiceAccount can write no status; a status forged by someone who
-    can is put back by the operator, so `kubectl wait` never sees a success that did not happen."""
+    """Item 3: a migration pod has no token, and its ServiceAccount's token (as the restricted
+    user's) can patch no status, of its own or another SchemaMigration; a status forged by
+    someone who can is put back by the operator, so neither `kubectl wait` nor `schemashift
+    wait` accepts a migration that never ran."""
     ns = migrations.namespace
-    runner = control_plane.kubeconfig_for_service_account(ns, "schemashift-migration")
-    for verb, what, *more in [("patch", "schemamigrations.schemashift.io", "--subresource=status"),
-                              ("patch", "schemamigrations.schemashift.io"),
-                              ("get", "secrets"), ("create", "pods")]:
-        assert not _can(control_plane, runner, ns, verb, what, *more), (verb, what, more)
-    failing = write_history(tmp_path, [CREATE, FAILING_C3])
-    migrations.apply("app", spec(failing))
+    failing = write_history(tmp_path, [CREATE, FAILING_C3], name="failing")
+    assert _apply_as(control_plane, author, migrations.manifest("app", spec(failing))
+                     ).returncode == 0
+    pending = write_history(tmp_path, [CREATE], name="pending")
+    assert _apply_as(control_plane, author, migrations.manifest(
+        "other", spec(pending, approval={"required": True}))).returncode == 0
     status = migrations.wait_phase("app", "RolledBack", "Failed")
-    [job] = migrations.batch.list_namespaced_job(ns).items
+    [job] = migrations.batch.list_namespaced_job(
+        ns, label_selector="schemashift.io/purpose=apply").items
     assert job.spec.template.spec.automount_service_account_token is False
     assert status["stages"], status  # the live progress the operator read from the pod log
+    other = migrations.wait_phase("other", "AwaitingApproval")
 
-    migrations.custom.patch_namespaced_custom_object_status(
-        "schemashift.io", "v1alpha1", ns, "schemamigrations", "app",
-        {"status": {"phase": "Succeeded", "conditions": [
-            {"type": "Ready", "status": "True", "reason": "Succeeded", "message": "forged",
-             "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    runner = control_plane.kubeconfig_for_service_account(ns, job.spec.template.spec
+                                                          .service_account_name, create=False)
+    for who in (runner, author):
+        for name in ("app", "other"):
+            refused = _forge(control_plane, who, ns, name)
+            assert refused.returncode != 0 and "forbidden" in refused.stderr, refused
+        assert not _can(control_plane, who, ns, "get", "secrets")
+        assert not _can(control_plane, who, ns, "create", "pods")
+    assert migrations.status("other")["phase"] == "AwaitingApproval"
 
-    restored = migrations.wait("app", lambda s: s.get("phase") == status["phase"], 30,
+    assert _forge(control_plane, None, ns, "other").returncode == 0  # an admin may
+
+    restored = migrations.wait("other", lambda s: s.get("phase") == "AwaitingApproval", 30,
                                "the forged phase put back")
+    assert restored["step"] == other["step"] == "awaiting-approval"
     ready = next(c for c in restored["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False", restored
     waited = control_plane.kubectl("wait", "--for=condition=Ready", "--timeout=3s",
-                                   "smig/app", "-n", ns, check=False)
+                                   "smig/other", "-n", ns, kubeconfig=author, check=False)
     assert waited.returncode != 0
+    helm_hook = subprocess.run(["schemashift", "wait", "other", "-n", ns, "--timeout", "3s"],
+                               env=control_plane.env(author), capture_output=True, text=True,
+                               timeout=60)
+    assert helm_hook.returncode != 0, helm_hook
+    assert "Succeeded" not in helm_hook.stdout + helm_hook.stderr, helm_hook
     assert runner_cli.revision(database_url) is None
-
-
-def _rights(plane: ControlPlane, ns: str, account: str) -> set[tuple[str, str]]:
-    """(resource, verb) pairs `kubectl auth can-i --list` shows for the identity in `ns`."""
-    done = plane.kubectl("auth", "can-i", "--list", "-n", ns, "--as", account)
-    found = set()
-    for line in done.stdout.splitlines()[1:]:
-        columns = re.split(r"\s{2,}", line.strip())
-        if len(columns) < 4 or not columns[0]:
-            continue  # a non-resource URL (discovery, healthz)
-        for verb in columns[3].strip("[]").split():
-            found.add((columns[0], verb))
-    return found
-
-
-def _granted(path: Path, kinds: tuple[str, ...]) -> set[tuple[str, str]]:
-    """What the manifests' roles of `kinds` grant, as `auth can-i --list` names it."""
-    pairs = set()
-    for doc in yaml.safe_load_all(path.read_text()):
-        if not doc or doc["kind"] not in kinds:
-            continue
-        for rule in doc["rules"]:
-            for group in rule["apiGroups"]:
-                for name in rule["resources"]:
-                    base, _, sub = name.partition("/")
-                    shown = f"{base}.{group}" if group else base
-                    pairs |= {(f"{shown}/{sub}" if sub else shown, verb)
-                              for verb in rule["verbs"]}
-    return pairs
-
-
-# Every authenticated identity may ask the API server about itself (system:basic-user).
-SELF_REVIEWS = {
-    ("selfsubjectreviews.authentication.k8s.io", "create"),
-    ("selfsubjectaccessreviews.authorization.k8s.io", "create"),
-    ("selfsubjectrulesreviews.authorization.k8s.io", "create"),
-}
 
 
 def test_each_identity_has_exactly_the_rights_of_the_manifests(
     control_plane: ControlPlane, migrations: Migrations,
 ) -> None:
     ns = migrations.namespace
-    runner = _rights(control_plane, ns, f"system:serviceaccount:{ns}:schemashift-migration")
-    operator = _rights(control_plane, ns,
+    runner = rights(control_plane, ns, f"system:serviceaccount:{ns}:schemashift-migration")
+    operator = rights(control_plane, ns,
                        f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}")
 
     assert runner == SELF_REVIEWS
-    expected = (_granted(RBAC_DIR / "operator.yaml", ("ClusterRole",))
-                | _granted(RBAC_DIR / "migration-job-namespace.yaml", ("Role",)) | SELF_REVIEWS)
+    expected = (granted(RBAC_DIR / "operator.yaml", ("ClusterRole",))
+                | granted(RBAC_DIR / "migration-job-namespace.yaml", ("Role",)) | SELF_REVIEWS)
     assert operator == expected, (sorted(operator - expected), sorted(expected - operator))
     assert not {pair for pair in operator if pair[0] == "secrets" and pair[1] in ("list", "watch")}
+    # In its own namespace the operator also keeps its leader election Lease (a Role there).
+    home = rights(control_plane, OPERATOR_NAMESPACE,
+                   f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}")
+    expected_home = granted(RBAC_DIR / "operator.yaml", ("ClusterRole", "Role")) | SELF_REVIEWS
+    assert home == expected_home, (sorted(home - expected_home), sorted(expected_home - home))
+    assert ("leases.coordination.k8s.io", "update") in home

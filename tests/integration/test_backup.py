@@ -95,9 +95,10 @@ def objects(server: S3Server, bucket: str) -> list[str]:
 
 
 def take(url: str, bucket: str, bin_dir: Path, revision: str | None = "1a2b3c4d",
-         reporter: Events | None = None) -> Any:
+         reporter: Events | None = None, jobs: int = 1) -> Any:
+    """One job: the single-stream -Fc archive (test_parallel_backup.py: -Fd -j N)."""
     return backup.take_backup(url, f"s3://{bucket}/app/", from_revision=revision,
-                              reporter=reporter or Events(), pg_bin_dir=bin_dir)
+                              reporter=reporter or Events(), pg_bin_dir=bin_dir, jobs=jobs)
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -337,17 +338,19 @@ def cli_env(extra: dict[str, str], bin_dir: Path) -> dict[str, str]:
                   "AWS_SHARED_CREDENTIALS_FILE": os.devnull} | extra
 
 
+@pytest.mark.parametrize(("cpus", "suffix"), [("1", ".dump"), ("2", ".dumpdir")])
 def test_cli_backup_and_restore(pg_server: PgServer, s3_server: S3Server, s3_bucket: str,
-                                database_url: str) -> None:
+                                database_url: str, cpus: str, suffix: str) -> None:
+    """One CPU: a -Fc archive; more: pg_dump -Fd -j N (the Downward API's limits.cpu)."""
     populate(database_url)
     done = cli("backup", "--json", "--database-url", database_url,
-               "--backup-url", f"s3://{s3_bucket}/app", env=s3_server.env(),
-               bin_dir=pg_server.bin_dir)
+               "--backup-url", f"s3://{s3_bucket}/app",
+               env={**s3_server.env(), "SCHEMASHIFT_CPU_LIMIT": cpus}, bin_dir=pg_server.bin_dir)
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"')]
     assert [e["state"] for e in events][-2:] == ["Uploaded", "Verified"]
     status = json.loads(done.stdout[done.stdout.index("\n{\n") + 1:])
-    assert status["verified"] is True and status["url"].endswith("-base.dump")
+    assert status["verified"] is True and status["url"].endswith(f"-base{suffix}")
     assert "app-Secr3t-pw" not in done.stdout + done.stderr
 
     target = pg_server.create_database()

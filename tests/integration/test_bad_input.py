@@ -352,7 +352,7 @@ OPTION_CASES = [
     Bad("restore-policy-without-backup", ("--rollback-policy", "restore"),
         says=("needs a backup, but no backup URL was given", "--backup-url")),
     Bad("production-without-backup", ("--env", "production"),
-        says=("production runs need a backup destination", "--backup-url")),
+        says=("production runs need a backup", "--backup-url", "--backup-method restorePoint")),
     Bad("plan-hash-not-approved", ("--expect-plan-hash", "deadbeef"),
         says=("not the approved deadbeef", "schemashift plan")),
     Bad("backup-bad-bucket", ("--backup-url", "s3://Bad_Bucket/x/"), command="backup",

@@ -175,7 +175,9 @@ def _base_env() -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     # Python buffers stdout in a pipe: unbuffered keeps stdout and stderr in the order written.
     env.update(PYTHONUNBUFFERED="1", AWS_CONFIG_FILE=os.devnull,
-               AWS_SHARED_CREDENTIALS_FILE=os.devnull, NO_COLOR="1")
+               AWS_SHARED_CREDENTIALS_FILE=os.devnull, NO_COLOR="1",
+               # the backup's format follows the CPUs (runner/dump_dir.py): the same everywhere
+               SCHEMASHIFT_CPU_LIMIT="2")
     return env
 
 
@@ -306,12 +308,12 @@ $ schemashift backup --backup-url s3://docs-selftest/hms/
 ```
 """
 # Pasted from a real run, as a doc author would (long values spliced in to keep lines short).
-_URL = "s3://docs-selftest/hms/docs_selftest/20261125T180712.345Z-6407aebfbb5e.dump"
+_URL = "s3://docs-selftest/hms/docs_selftest/20261125T180712.345Z-6407aebfbb5e.dumpdir"
 _SHA = "0f3e8c1f1c2a9d7e6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1a0"
 BACKUP_OUTPUT = f"""\
   backup: state=InProgress url={_URL} bytes=0 mbps=0.0
-  backup: state=Uploaded url={_URL} bytes=4033 mbps=0.1 sha256={_SHA}
-  backup: state=Verified url={_URL} bytes=4033 mbps=0.1 sha256={_SHA} entries=11
+  backup: state=Uploaded url={_URL} bytes=4033 mbps=0.1 parts=3
+  backup: state=Verified url={_URL} bytes=4033 mbps=0.1 sha256={_SHA} entries=11 parts=3
 Backup verified: {_URL} (4033 bytes, sha256 {_SHA})"""
 
 

@@ -28,6 +28,7 @@ INSERT INTO users (id, email, name) VALUES
   (1, 'a@x', 'Ann'), (2, 'a@x', 'Ann B'), (3, 'a@x', 'Ann C'), (4, 'b@x', 'Bob'),
   (5, NULL, 'Nul'), (6, NULL, 'Nul 2'), (7, 'c@x', 'Cy');
 INSERT INTO orders (id, user_id) VALUES (1, 1), (2, 4), (3, 99), (4, 98), (5, NULL);
+INSERT INTO visits (id, user_id) VALUES (1, 1), (2, 4);
 """
 
 
@@ -334,7 +335,12 @@ def test_to_dict_is_the_status_plan_shape(
     """))
     data = plan_for(engine, directory, database_url).to_dict()
     assert list(data) == ["fromRevision", "targetRevision", "revisions", "stages", "lint",
-                          "integrity", "hash"]
+                          "integrity", "hash", "phase"]
+    # SET NOT NULL on a column the old release may leave empty: a contract revision (issue 13)
+    assert data["phase"] == {
+        "requested": "all", "pendingContract": [], "breaking": [],
+        "revisions": [{"revision": "r1", "phase": "contract", "marked": False,
+                       "why": "sets users.email NOT NULL"}]}
     assert data["fromRevision"] == "base0" and data["targetRevision"] == "r1"
     assert data["revisions"] == [{"revision": "r1", "downRevision": "base0", "message": "risky"}]
     [stage] = data["stages"]

@@ -38,7 +38,8 @@ def test_backup_is_verified_before_any_change(
     assert f"verified backup at {backup['url']}" in run.result["message"]
     key = backup["url"].removeprefix(f"s3://{s3_bucket}/")
     head = s3_server.client().head_object(Bucket=s3_bucket, Key=key)
-    assert head["ContentLength"] == backup["sizeBytes"]
+    assert head["Metadata"]["schemashift-size"] == str(backup["sizeBytes"])
+    assert head["Metadata"]["schemashift-sha256"] == backup["sha256"]
     assert revision(database_url) == "c3"
 
 

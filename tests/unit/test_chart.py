@@ -19,8 +19,6 @@ import jsonschema
 import pytest
 import yaml
 
-from schemashift import durations
-
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "schemashift"
 HOOK = ROOT / "charts" / "schemashift-hook"
@@ -265,6 +263,8 @@ def test_operator_deployment(render: Render) -> None:
         "http://0.0.0.0:8080/healthz",
         "--metrics-port",
         "9090",
+        "--lease-name",
+        "schemashift",
     ]
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -274,7 +274,7 @@ def test_operator_deployment(render: Render) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}  # the new pod stands by
     sa = one(objects, "ServiceAccount")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     for binding in by_kind(objects, "ClusterRoleBinding"):
@@ -320,7 +320,7 @@ def test_operator_options_render(render: Render) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "replicaCount=2"], "/replicaCount"),
+        (["--set", "replicaCount=-1"], "/replicaCount"),
         (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
         (["--set", "metrics.port=70000"], "/metrics/port"),
         (["--set", "metrics.serviceMonitor.interval=often"], "/metrics/serviceMonitor/interval"),
@@ -335,6 +335,29 @@ def test_wrong_values_fail_with_a_readable_error(helm: str, args: list[str], mes
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr, result.stderr
+
+
+def test_replicas_elect_a_leader_over_a_lease_named_after_the_release(render: Render) -> None:
+    objects = render(CHART, "--set", "replicaCount=2")
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--lease-name") + 1] == deployment["metadata"]["name"]
+    assert "--no-leader-elect" not in args
+    role = next(o for o in objects if o["kind"] == "Role" and any(
+        "leases" in r["resources"] for r in o["rules"]))
+    assert role["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+
+
+def test_without_leader_election_the_operator_is_a_singleton(helm: str, render: Render) -> None:
+    single = one(render(CHART, "--set", "operator.leaderElection.enabled=false"), "Deployment")
+    assert single["spec"]["strategy"]["type"] == "Recreate"
+    assert "--no-leader-elect" in single["spec"]["template"]["spec"]["containers"][0]["args"]
+    result = run_helm(helm, "template", "x", str(CHART), "--set", "replicaCount=2",
+                      "--set", "operator.leaderElection.enabled=false")
+    assert result.returncode != 0
+    assert "replicaCount > 1 needs operator.leaderElection.enabled" in result.stderr
 
 
 def test_service_monitor_without_service_is_refused(helm: str) -> None:
@@ -352,84 +375,6 @@ def test_service_monitor_without_service_is_refused(helm: str) -> None:
     assert "metrics.serviceMonitor.enabled needs metrics.service.enabled" in result.stderr
 
 
-# --- the hook chart ------------------------------------------------------------------------------
-
-
-def hook_annotations(obj: dict[str, Any]) -> tuple[int, set[str]]:
-    annotations = obj["metadata"]["annotations"]
-    assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}, obj
-    return (
-        int(annotations["helm.sh/hook-weight"]),
-        set(annotations["helm.sh/hook-delete-policy"].split(",")),
-    )
-
-
-def test_hook_chart_orders_its_hooks(render: Render) -> None:
-    objects = render(
-        HOOK,
-        "-f",
-        str(HOOK_CI_VALUES),
-        "--set",
-        "secrets.database.create=true",
-        "--set",
-        "secrets.database.url=postgresql://u:p@db/app",
-        release="hms",
-        namespace="shop",
-    )
-    weights = {(o["kind"], o["metadata"]["name"]): hook_annotations(o) for o in objects}
-    assert all("before-hook-creation" in policy for _, policy in weights.values())
-    secret = weights[("Secret", "hms-schemashift-db")][0]
-    rbac = {
-        w
-        for (kind, _), (w, _) in weights.items()
-        if kind in ("ServiceAccount", "Role", "RoleBinding")
-    }
-    smig = weights[("SchemaMigration", "hms-r1")]
-    job = weights[("Job", "hms-schemashift-wait")]
-    assert secret < min(rbac) and max(rbac) < smig[0] < job[0]
-    assert "hook-succeeded" not in smig[1], "the SchemaMigration is the record of the run"
-    assert "hook-succeeded" in job[1]
-    spec = one(objects, "SchemaMigration")["spec"]
-    assert spec["database"]["urlSecretRef"] == {"name": "hms-schemashift-db", "key": "url"}
-    assert spec["job"]["serviceAccountName"] == "hms-schemashift-runner"
-
-
-def test_hook_job_waits_for_the_migration(render: Render) -> None:
-    objects = render(HOOK, "-f", str(HOOK_CI_VALUES), release="hms", namespace="shop")
-    job = one(objects, "Job")
-    pod = job["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    assert container["command"] + container["args"] == [
-        "schemashift",
-        "wait",
-        "hms-r1",
-        "--namespace",
-        "shop",
-        "--timeout",
-        "2100s",
-    ]
-    assert job["spec"]["backoffLimit"] == 0
-    assert job["spec"]["activeDeadlineSeconds"] > 2100
-    assert pod["restartPolicy"] == "Never"
-    assert container["securityContext"] == RESTRICTED_CONTAINER
-    binding = next(
-        o
-        for o in by_kind(objects, "RoleBinding")
-        if o["subjects"][0]["name"] == pod["serviceAccountName"]
-    )
-    role = next(
-        o for o in by_kind(objects, "Role") if o["metadata"]["name"] == binding["roleRef"]["name"]
-    )
-    assert role["rules"] == [
-        {
-            "apiGroups": ["schemashift.io"],
-            "resources": ["schemamigrations"],
-            "resourceNames": ["hms-r1"],
-            "verbs": ["get", "list", "watch"],
-        }
-    ]
-
-
 def test_with_watch_namespaces_the_operator_is_granted_only_there(render: Render) -> None:
     objects = render(CHART, "--set", "operator.watchNamespaces={shop,billing}",
                      release="r", namespace="ops")
@@ -443,88 +388,3 @@ def test_with_watch_namespaces_the_operator_is_granted_only_there(render: Render
                         for b in by_kind(objects, "RoleBinding")
                         if b["roleRef"]["name"] == "r-schemashift-operator")
     assert namespaced == [("billing", "r-schemashift-operator"), ("shop", "r-schemashift-operator")]
-
-
-def test_migration_jobs_have_no_api_rights(render: Render) -> None:
-    """The runner's ServiceAccount is bound to nothing that grants a verb, in the plain manifests
-    and in the hook chart (which creates only the ServiceAccount)."""
-    source = next(
-        o for o in load_dir(MANIFESTS / "rbac")
-        if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "schemashift-migration")
-    assert source["rules"] == []
-    objects = render(HOOK, "-f", str(HOOK_CI_VALUES), release="hms", namespace="shop")
-    roles = [o["metadata"]["name"] for o in by_kind(objects, "Role")]
-    assert "hms-schemashift-runner" not in roles
-    assert [o["metadata"]["name"] for o in by_kind(objects, "ServiceAccount")
-            if "runner" in o["metadata"]["name"]] == ["hms-schemashift-runner"]
-
-
-def test_hook_spec_is_rendered_with_tpl(render: Render) -> None:
-    objects = render(
-        HOOK,
-        "-f",
-        str(HOOK_CI_VALUES),
-        "--set",
-        "global.tag=1.42.0",
-        "--set-string",
-        "migration.spec.migrations.image=registry.example/hms:{{ .Values.global.tag }}",
-        "--set",
-        "migration.name=hms-{{ .Release.Revision }}-{{ .Values.global.tag }}",
-        "--set",
-        "waiter.timeout=2h",
-        release="hms",
-        namespace="shop",
-    )
-    smig = one(objects, "SchemaMigration")
-    assert smig["spec"]["migrations"]["image"] == "registry.example/hms:1.42.0"
-    assert smig["metadata"]["name"] == "hms-1-1.42.0"
-    assert one(objects, "Job")["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "7200s"
-
-
-@pytest.mark.parametrize(("timeout", "seconds"), [
-    ("1h30m", "5400s"), ("1.5s", "2s"), ("250ms", "1s"), ("2m30s", "150s"), ("45m", "2700s")])
-def test_the_hook_waiter_reads_the_one_duration_grammar(render: Render, timeout: str,
-                                                        seconds: str) -> None:
-    objects = render(HOOK, "-f", str(HOOK_CI_VALUES), "--set", f"waiter.timeout={timeout}",
-                     release="hms", namespace="shop")
-    exact = durations.seconds(timeout, name="waiter.timeout")
-    assert exact <= int(seconds[:-1]) < exact + 1  # rounded up to whole seconds
-    assert one(objects, "Job")["spec"]["template"]["spec"]["containers"][0]["args"][-1] == seconds
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        ([], "migration.spec.migrations.image is required"),
-        (
-            ["--set", "migration.spec.migrations.image=registry.example/hms:1"],
-            "migration.spec.backup.url is required when migration.spec.backup.enabled is true",
-        ),
-        (
-            [
-                "--set",
-                "migration.spec.migrations.image=registry.example/hms:1",
-                "--set",
-                "migration.spec.backup.url=s3://hms-backups/hms/",
-            ],
-            "migration.spec.database.urlSecretRef.name is required",
-        ),
-        (
-            ["-f", str(HOOK_CI_VALUES), "--set", "secrets.database.create=true"],
-            "secrets.database.url is required",
-        ),
-        (["-f", str(HOOK_CI_VALUES), "--set", "waiter.timeout=soon"], "/waiter/timeout"),
-        (["-f", str(HOOK_CI_VALUES), "--set-string", "waiter.timeout=5",
-          "--skip-schema-validation"],
-         'waiter.timeout "5" is not a duration: write a number and a unit'),
-        (
-            ["-f", str(HOOK_CI_VALUES), "--set", "migration.spec.environment=prod"],
-            "/migration/spec/environment",
-        ),
-        (["-f", str(HOOK_CI_VALUES), "--set", "waiter.tmeout=1h"], "tmeout"),
-    ],
-)
-def test_hook_chart_wrong_values_fail_readably(helm: str, args: list[str], message: str) -> None:
-    result = run_helm(helm, "template", "hms", str(HOOK), *args)
-    assert result.returncode != 0
-    assert message in result.stderr, result.stderr

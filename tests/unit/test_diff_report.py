@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
+import pytest
 import sqlalchemy as sa
 
-from schemashift.diff import Change, ChangeReport
+from schemashift.diff import Change, ChangeReport, renames
 from schemashift.diff.renames import column_renames, table_renames
 
 
@@ -92,3 +94,29 @@ def test_table_rename_needs_similar_columns() -> None:
     assert [(r.old, r.new) for r in table_renames({"room": old}, {"rooms": new})] == [
         ("room", "rooms")]
     assert table_renames({"room": old}, {"invoices": other}) == []
+
+
+def _same_shaped(names: list[str]) -> dict[str, sa.Table]:
+    metadata = sa.MetaData()
+    return {name: sa.Table(name, metadata, sa.Column("id", sa.Integer),
+                           sa.Column("payload", sa.Text)) for name in names}
+
+
+@pytest.mark.parametrize("rename", [
+    lambda name: f"{name}_archive",            # a suffix added
+    lambda name: name.removeprefix("legacy_"),  # a prefix dropped
+    lambda name: name.replace("_p", "_part"),  # a word in the middle changed
+])
+def test_a_bucket_too_big_to_pair_exhaustively_finds_the_same_renames(
+    monkeypatch: pytest.MonkeyPatch, rename: Callable[[str], str]
+) -> None:
+    """Hundreds of same-shaped tables (partitions) pair by sorted neighbourhoods, and find what
+    comparing every pair finds for renames that change a prefix, a suffix or a middle word."""
+    olds = [f"legacy_events_p{month:03d}" for month in range(300)]
+    removed, added = _same_shaped(olds), _same_shaped([rename(name) for name in olds])
+    assert len(removed) * len(added) > renames.EXHAUSTIVE_PAIRS
+    by_neighbourhood = [(r.old, r.new) for r in table_renames(removed, added)]
+    monkeypatch.setattr(renames, "EXHAUSTIVE_PAIRS", len(removed) * len(added))
+    exhaustive = [(r.old, r.new) for r in table_renames(removed, added)]
+    assert by_neighbourhood == exhaustive
+    assert sorted(by_neighbourhood) == sorted(zip(olds, map(rename, olds), strict=True))

@@ -67,7 +67,11 @@ def documented_commands() -> list[tuple[str, str, list[str]]]:
         for snippet in code_snippets(doc.read_text()):
             for match in _COMMAND.finditer(snippet):
                 arguments = re.split(r"\s#", match[2])[0]  # a shell comment is not an option
-                found.append((doc.name, match[1], _OPTION.findall(arguments)))
+                name = match[1]
+                sub = re.match(r"\s+([a-z][\w-]*)", arguments)
+                if isinstance(cli.commands.get(name), click.Group) and sub:  # `backups prune`
+                    name, arguments = f"{name} {sub[1]}", arguments[sub.end():]
+                found.append((doc.name, name, _OPTION.findall(arguments)))
             found += [(doc.name, name, []) for name in _EXEC_FORM.findall(snippet)]
     return found
 
@@ -102,12 +106,15 @@ def test_every_documented_command_and_option_exists() -> None:
         "the command finder found none of the workflow's commands: is its pattern broken?"
     problems = []
     for doc, name, options in found:
-        command = cli.commands.get(name)
+        command: click.Command | None = cli
+        for word in name.split():
+            command = command.commands.get(word) if isinstance(command, click.Group) else None
         if command is None:
             problems.append(f"{doc}: `schemashift {name}`: no such command")
             continue
         ctx = click.Context(command, info_name=name, **cli.context_settings)
-        known = {opt for param in command.get_params(ctx) for opt in param.opts}
+        known = {opt for param in command.get_params(ctx)
+                 for opt in (*param.opts, *param.secondary_opts)}
         problems += [f"{doc}: `schemashift {name} {option}`: no such option"
                      for option in options if option not in known]
     assert not problems, "\n".join(sorted(set(problems)))

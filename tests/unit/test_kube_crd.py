@@ -52,7 +52,9 @@ def test_names_match_the_contract(crd: dict[str, Any]) -> None:
 
 def test_printer_columns(crd: dict[str, Any]) -> None:
     columns = [c["name"] for c in _version(crd)["additionalPrinterColumns"]]
-    assert columns == ["Phase", "From", "Target", "Current", "Backup", "Age"]
+    assert columns == ["Phase", "From", "Target", "Current", "ContractPending", "Backup", "Age"]
+    contract = _version(crd)["additionalPrinterColumns"][4]
+    assert contract["jsonPath"] == '.status.conditions[?(@.type=="ContractPending")].status'
 
 
 def test_every_field_has_a_type_and_a_description(crd: dict[str, Any]) -> None:
@@ -91,7 +93,8 @@ def test_the_option_fields_are_generated_from_the_options_table() -> None:
 def test_the_generator_rewrites_a_hand_edited_field_and_keeps_the_rest() -> None:
     gen_crd = load_gen_crd()
     committed = CRD_FILE.read_text()
-    edited = committed.replace("default: 5s", "default: 7s", 1)
+    default = f"default: {table.LOCK_TIMEOUT.default}\n"
+    edited = committed.replace(default, "default: 7s\n", 1)
     assert edited != committed
     assert gen_crd.generate(edited) == committed
     untouched = committed.replace("Where the migration stands.", "Where it stands.")

@@ -17,8 +17,11 @@ SPEC: dict[str, Any] = {
     "migrations": {"image": "registry.example/app:1.42.0", "scriptLocation": "/app/migrations"},
     "target": "9f8e7d6c",
     "environment": "production",
-    "backup": {"enabled": True, "url": "s3://backups/app/", "endpoint": "http://seaweedfs:8333",
-               "credentialsSecretRef": {"name": "backup-s3"}},
+    "phase": "expand",
+    "backup": {"enabled": True, "method": "restorePoint", "archiveWait": "5m",
+               "url": "s3://backups/app/", "endpoint": "http://seaweedfs:8333",
+               "credentialsSecretRef": {"name": "backup-s3"},
+               "retention": {"keep": 5, "maxAge": "720h"}},
     "rollback": {"policy": "restore"},
     "safety": {"lockTimeout": "1.5s", "statementTimeout": "1h30m", "lockRetries": 7, "lint": "warn",
                "allow": ["add-column-volatile-default", "drop-column"]},
@@ -147,7 +150,17 @@ def test_a_spec_at_its_defaults_runs_with_the_runners_defaults(
 ) -> None:
     minimal = {"database": SPEC["database"], "migrations": SPEC["migrations"]}
     params = run_job_params(jobspec.build_job(body(minimal), "img", "apply"), monkeypatch)
-    assert RunOptions(**{name: params[name] for name in table.BY_NAME}) == RunOptions()
+    # The one difference: a Job has a deadline (the CRD's default), a local run has none.
+    assert RunOptions(**{name: params[name] for name in table.BY_NAME}) == RunOptions(
+        deadline_seconds=table.DEADLINE_SECONDS.job_default)
+
+
+def test_a_disabled_backup_takes_no_restore_point_either(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = {**SPEC, "backup": {**SPEC["backup"], "enabled": False}}
+    params = run_job_params(jobspec.build_job(body(spec), "img", "apply"), monkeypatch)
+    assert (params["backup_method"], params["backup_url"]) == ("pgDump", None)
 
 
 @pytest.mark.parametrize("purpose,expected", [("apply", "abc123"), ("plan", None),
@@ -158,3 +171,11 @@ def test_only_the_apply_job_is_bound_to_the_approved_plan(
     job = jobspec.build_job(body(), "img", purpose, expected_plan_hash="abc123")
     assert env(job).get("SCHEMASHIFT_EXPECT_PLAN_HASH") == expected
     assert run_job_params(job, monkeypatch)["expect_plan_hash"] == expected
+
+
+def test_the_cpu_limit_reaches_the_runner_for_pg_dumps_jobs() -> None:
+    limited = {**SPEC, "job": {**SPEC["job"], "resources": {"limits": {"cpu": "1500m"}}}}
+    assert env(jobspec.build_job(body(limited), "img", "apply"))["SCHEMASHIFT_CPU_LIMIT"] == {
+        "resourceFieldRef": {"containerName": "migrate", "resource": "limits.cpu",
+                             "divisor": "1"}}
+    assert "SCHEMASHIFT_CPU_LIMIT" not in env(jobspec.build_job(body(), "img", "apply"))

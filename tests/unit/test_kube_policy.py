@@ -135,7 +135,7 @@ def test_operator_refuses_before_reading_secrets_and_creates_no_job() -> None:
     api.add("evil", job={"serviceAccountName": "ci",
                          "tolerations": [{"operator": "Exists"}],
                          "nodeSelector": {"node-role.kubernetes.io/control-plane": ""}})
-    run(reconcile.Context(api=api, job_image="img", policy=STRICT), "evil")
+    run(reconcile.Context(api=api, peers=api, job_image="img", policy=STRICT), "evil")
     status = api.status("evil")
     assert status["phase"] == "Failed" and api.created == []
     assert api.condition("evil", "Ready")["reason"] == reasons.POLICY_DENIED
@@ -147,6 +147,6 @@ def test_operator_refuses_before_reading_secrets_and_creates_no_job() -> None:
 def test_operator_runs_an_allowed_spec() -> None:
     api = FakeApi()
     api.add("ok")
-    run(reconcile.Context(api=api, job_image="other", policy=policy.Policy(
+    run(reconcile.Context(api=api, peers=api, job_image="other", policy=policy.Policy(
         allowed_images=("im?",))), "ok")
     assert len(api.created) == 1

@@ -39,6 +39,22 @@ def test_runner_events_become_status() -> None:
     assert "abc" not in str(found)
 
 
+def test_a_restore_point_shows_its_name_and_lsn_while_archiving_and_once_archived() -> None:
+    point = {"method": "restorePoint", "restorePoint": "hms-a1-20261125T175045.646Z",
+             "lsn": "0/3000090", "segment": "000000010000000000000003"}
+    waiting = reporter.progress_from_log(log_of(("backup", {"state": "InProgress", **point})))
+    done = reporter.progress_from_log(log_of(("backup", {"state": "InProgress", **point}),
+                                             ("backup", {"state": "Verified", **point})))
+
+    assert waiting.fields["backup"]["summary"] == (
+        "restorePoint hms-a1-20261125T175045.646Z @ 0/3000090 archiving")
+    assert done.fields["backup"]["summary"] == (
+        "restorePoint hms-a1-20261125T175045.646Z @ 0/3000090 archived")
+    assert {k: done.fields["backup"][k] for k in ("method", "restorePoint", "lsn", "verified")
+            } == {"method": "restorePoint", "restorePoint": "hms-a1-20261125T175045.646Z",
+                  "lsn": "0/3000090", "verified": True}
+
+
 def test_final_phases_are_left_to_the_operator() -> None:
     found = reporter.progress_from_log(log_of(
         ("phase", {"phase": "Planning", "message": "p"}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -78,6 +79,17 @@ def test_result_fields_and_conditions() -> None:
     assert found["RolledBack"].status == "True"
     assert found["Migrated"].status == "False"
     assert found["BackupCompleted"].reason == reasons.BACKUP_VERIFIED
+
+
+def test_a_restore_point_result_sets_method_name_and_lsn_in_status() -> None:
+    point = progress.BackupStatus(url="", verified=True, completedAt="t", method="restorePoint",
+                                  restorePoint="hms-a1-20261125T175045.646Z", lsn="0/3000090")
+    fields = kstatus.result_fields(dataclasses.replace(RESULT, backup=point))
+    assert fields["backup"]["method"] == "restorePoint"
+    assert (fields["backup"]["restorePoint"], fields["backup"]["lsn"]) == (
+        "hms-a1-20261125T175045.646Z", "0/3000090")
+    assert fields["backup"]["summary"] == (
+        "restorePoint hms-a1-20261125T175045.646Z @ 0/3000090 archived")
 
 
 def test_transition_time_moves_only_when_status_flips() -> None:

@@ -6,6 +6,8 @@ exists, the safe version the rule's message recommends, which must not raise it.
 
 from __future__ import annotations
 
+import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from schemashift import scripts
 from schemashift.plan import RULES, LintFinding, lint, render
 from tests.fixtures.histories import Revision, write_history
 from tests.fixtures.lint_cases import BASE, CASES, CONCURRENT_INDEX, Case
+from tests.fixtures.safe_forms import SAFE_FORMS
 
 
 def lint_revision(tmp_path: Path, upgrade_src: str) -> list[LintFinding]:
@@ -75,3 +78,52 @@ def test_autocommit_block_is_detected_and_rendered_outside_the_transaction(
         index.sql.index(s) for s in ("COMMIT;", create_index, "BEGIN;\n\nUPDATE"))
     assert commit < create < begin
     assert [r.autocommit for r in index.ops] == [True]
+
+
+@pytest.mark.parametrize("form", SAFE_FORMS)
+def test_the_lock_safe_forms_pass_lint_on_tables_with_rows(tmp_path: Path, form: str) -> None:
+    assert lint_revision(tmp_path, SAFE_FORMS[form].upgrade_src) == []
+
+
+_AUTOCOMMIT_VALIDATE = (r"with op.get_context\(\).autocommit_block\(\):\n"
+                        r"    (op.execute\(.*VALIDATE)")
+
+
+@pytest.mark.parametrize(("form", "pattern", "replacement", "rule"), [
+    ("not-null", _AUTOCOMMIT_VALIDATE + r".*\n", "", "set-not-null"),  # SET NOT NULL scans
+    # VALIDATE in the ADD's transaction: the ADD's lock is held for the whole scan
+    ("not-null", _AUTOCOMMIT_VALIDATE, r"\1", "add-check-constraint"),
+    ("check", _AUTOCOMMIT_VALIDATE, r"\1", "add-check-constraint"),
+    ("foreign-key", _AUTOCOMMIT_VALIDATE, r"\1", "add-foreign-key-validated"),
+    ("foreign-key", r",\s*postgresql_not_valid=True", "", "add-foreign-key-validated"),
+    ("index", r",\s*postgresql_concurrently=True", "", "create-index-not-concurrently"),
+    ("unique", r'UNIQUE USING INDEX "\s*"uq_users_email', "UNIQUE (email)",
+     "add-unique-constraint"),
+    ("primary-key", r'PRIMARY KEY USING INDEX "\s*"pk_visits', "PRIMARY KEY (id)",
+     "add-primary-key"),
+])
+def test_each_safe_form_without_its_safe_step_is_flagged(
+    tmp_path: Path, form: str, pattern: str, replacement: str, rule: str
+) -> None:
+    source = textwrap.dedent(SAFE_FORMS[form].upgrade_src)
+    unsafe = re.sub(pattern, replacement, source, count=1)
+    assert unsafe != source
+    findings = lint_revision(tmp_path, unsafe)
+    assert rule in {f.rule for f in findings}, findings
+
+
+def test_a_not_null_check_on_another_column_does_not_make_set_not_null_safe(
+    tmp_path: Path,
+) -> None:
+    source = textwrap.dedent(SAFE_FORMS["not-null"].upgrade_src).replace(
+        '"email IS NOT NULL"', '"name IS NOT NULL"')
+    assert [f.rule for f in lint_revision(tmp_path, source)] == ["set-not-null"]
+
+
+def test_a_dropped_helper_check_no_longer_counts_for_a_later_set_not_null(
+    tmp_path: Path,
+) -> None:
+    source = textwrap.dedent(SAFE_FORMS["not-null"].upgrade_src) + (
+        'op.alter_column("users", "email", nullable=True)\n'
+        'op.alter_column("users", "email", nullable=False)\n')
+    assert [f.rule for f in lint_revision(tmp_path, source)] == ["set-not-null"]

@@ -54,8 +54,10 @@ class FakeApi:
         found = self.migrations.get(name)
         return copy.deepcopy(found) if found else None
 
-    async def list_migrations(self, namespace: str) -> list[dict[str, Any]]:
-        return [copy.deepcopy(m) for m in self.migrations.values()]
+    def of(self, database_key: str) -> list[reconcile.Peer]:
+        """The queue as kopf's index holds it: every stored resource under its database."""
+        return [peer for m in self.migrations.values()
+                for key, peer in reconcile.peer_entry(m).items() if key == database_key]
 
     async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         if self.fail_next_patch:
@@ -163,11 +165,17 @@ def api() -> FakeApi:
 
 @pytest.fixture
 def ctx(api: FakeApi) -> reconcile.Context:
-    return reconcile.Context(api=api)
+    return reconcile.Context(api=api, peers=api)
 
 
 def run(ctx: reconcile.Context, name: str) -> None:
     asyncio.run(reconcile.reconcile(ctx, NS, name))
+
+
+def watch(ctx: reconcile.Context, api: FakeApi, name: str,
+          body: dict[str, Any] | None = None) -> None:
+    """A watch event of `name` (its stored body, or `body` as last seen when it is gone)."""
+    asyncio.run(reconcile.observe(ctx, body or copy.deepcopy(api.migrations[name])))
 
 
 def job_env(api: FakeApi, job_name: str) -> dict[str, Any]:
@@ -283,7 +291,8 @@ def test_missing_key_and_missing_image(api: FakeApi, ctx: reconcile.Context) -> 
     assert "AWS_ACCESS_KEY_ID" in api.status("key")["message"]
     assert api.condition("img", "Ready")["reason"] == reasons.IMAGE_NOT_SET
     assert api.created == []
-    run(reconcile.Context(api=api, job_image="default:1"), "img")  # an operator default now
+    # an operator default now
+    run(reconcile.Context(api=api, peers=api, job_image="default:1"), "img")
     assert len(api.created) == 1
 
 
@@ -292,7 +301,7 @@ def test_a_restarted_operator_adopts_the_job(api: FakeApi, ctx: reconcile.Contex
     api.fail_next_patch = True  # the operator dies between creating the Job and recording it
     with pytest.raises(ConnectionError):
         run(ctx, "app")
-    run(reconcile.Context(api=api), "app")
+    run(reconcile.Context(api=api, peers=api), "app")
     assert len(api.created) == 1 and api.status("app")["jobName"] == api.created[0]
 
 
@@ -325,6 +334,32 @@ def test_a_failed_resource_never_blocks_a_later_one_of_the_same_database(
     run(ctx, "valid")
     valid = api.status("valid")
     assert valid["step"] == "apply" and api.created == [valid["jobName"]]
+
+
+def test_a_waiting_resource_starts_on_the_watch_event_that_ends_the_run_before(
+    api: FakeApi, ctx: reconcile.Context
+) -> None:
+    for name in ("first", "second", "third"):
+        api.add(name)
+        run(ctx, name)
+    assert [api.status(n)["step"] for n in ("first", "second", "third")] == [
+        "apply", "waiting", "waiting"]
+    del api.secrets["app-db"]  # a waiter behind the same holder is not asked about again…
+    run(ctx, "third")
+    assert api.status("third")["step"] == "waiting"
+    api.secrets["app-db"] = {"url"}
+    watch(ctx, api, "second")  # a run goes on: nobody's turn
+    assert len(api.created) == 1
+    api.finish("first", result())
+    run(ctx, "first")
+    watch(ctx, api, "first")  # its final status, watched: the oldest waiter's turn, only its
+    assert [api.status(n)["step"] for n in ("second", "third")] == ["apply", "waiting"]
+    api.finish("second", result())
+    run(ctx, "second")
+    gone = api.migrations.pop("second")  # …and deleted: the watch's last word of it
+    watch(ctx, api, "second", gone)
+    assert api.status("third")["step"] == "apply" and len(api.created) == 3
+    assert f"{NS}/second" not in ctx.locks  # nothing kept of a deleted resource
 
 
 def test_other_databases_are_not_serialised(api: FakeApi, ctx: reconcile.Context) -> None:
@@ -515,6 +550,6 @@ def test_a_forged_status_is_put_back(api: FakeApi, ctx: reconcile.Context) -> No
     forged = api.migrations["app"]["status"]
     forged["phase"] = "Succeeded"  # someone with status rights claims success
     forged["conditions"] = [{"type": "Ready", "status": "True", "reason": "Succeeded"}]
-    asyncio.run(reconcile.observe(ctx, NS, "app"))
+    watch(ctx, api, "app")
     assert api.status("app")["phase"] == truth["phase"] != "Succeeded"
     assert api.status("app")["conditions"] == truth["conditions"]

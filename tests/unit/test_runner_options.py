@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 from pathlib import Path
 
 import click
@@ -48,9 +49,11 @@ def test_options_defaults_are_the_tables() -> None:
     assert {f.name for f in dataclasses.fields(RunOptions)} == set(table.BY_NAME)
     for option in table.RUN_OPTIONS:
         assert getattr(options, option.name) == option.default, option.name
-    assert (options.lock_timeout_s, options.statement_timeout_s, options.lock_wait_s) == (
-        5.0, 0.0, 60.0)
-    assert (options.policy(), options.lint(), options.lock_retries) == ("downgrade", "block", 10)
+    durations_ = (table.LOCK_TIMEOUT, table.STATEMENT_TIMEOUT, table.LOCK_WAIT)
+    assert (options.lock_timeout_s, options.statement_timeout_s, options.lock_wait_s) == tuple(
+        parse_duration(option.default, name=option.title) for option in durations_)
+    assert (options.policy(), options.lint(), options.lock_retries) == (
+        table.ROLLBACK_POLICY.default, table.LINT_MODE.default, table.LOCK_RETRIES.default)
 
 
 @pytest.mark.parametrize("command", [cli.apply, cli.run_job])
@@ -117,6 +120,22 @@ def test_retry_waits_grow_and_are_capped() -> None:
     assert waits[:4] == [0.25, 0.5, 1.0, 2.0]
     assert waits == sorted(waits)
     assert max(waits) == stages.MAX_RETRY_WAIT_SECONDS
+
+
+def test_the_default_lock_timeout_and_retries_are_what_their_docs_say() -> None:
+    """The defaults' reasoning (docs/crd.md, from the rows' descriptions): an attempt stalls the
+    app's queries for less than a typical app statement_timeout (1s at the low end), the pauses
+    are the runner's, and the retries outlast a conflicting transaction for the time stated."""
+    timeout_s = table.LOCK_TIMEOUT.seconds(table.LOCK_TIMEOUT.default)
+    retries = table.LOCK_RETRIES.default
+    assert timeout_s < 1.0
+    gives_up_after = (retries + 1) * timeout_s + sum(
+        stages.retry_wait(n) for n in range(1, retries + 1))
+    text = table.LOCK_RETRIES.description
+    stated = re.search(r"about (\d+) minutes", text)
+    assert stated is not None and round(gives_up_after / 60) == int(stated[1]), gives_up_after
+    assert f"pausing {stages.FIRST_RETRY_WAIT_SECONDS:g}s" in text
+    assert f"up to {stages.MAX_RETRY_WAIT_SECONDS:g}s" in text
 
 
 def _result() -> RunResult:

@@ -78,6 +78,19 @@ def test_verdict_succeeded() -> None:
     assert result == wait.Verdict(0, "SchemaMigration shop/app-r3 Succeeded: at 9f8e")
 
 
+def test_verdict_of_an_expand_names_the_contract_left() -> None:
+    pending = {"type": "ContractPending", "status": "True", "reason": "ContractPending",
+               "message": "contract revisions not applied yet: c3drop"}
+    result = wait.verdict(_obj({"phase": "Succeeded", "message": "at b2",
+                                "conditions": [pending]}))
+    assert result == wait.Verdict(0, "SchemaMigration shop/app-r3 Succeeded: at b2\n"
+                                     "  contract pending: contract revisions not applied yet: "
+                                     "c3drop")
+    done = wait.verdict(_obj({"phase": "Succeeded", "message": "at b2",
+                              "conditions": [{**pending, "status": "False"}]}))
+    assert done is not None and "contract" not in done.message
+
+
 @pytest.mark.parametrize("phase", ["Failed", "RolledBack"])
 def test_verdict_failed_names_message_and_reason(phase: str) -> None:
     status = {

@@ -76,11 +76,27 @@ def check_constraints(
     return warnings
 
 
+def missing_checks(
+    table: sa.Table, reflected: Iterable[Any], dialect: sa.engine.Dialect
+) -> list[sa.CheckConstraint]:
+    """The named CHECK constraints of the model's table that the database's table lacks
+    (create-model-migration writes them; autogenerate itself never compares CHECKs)."""
+    database_names = {str(check["name"]) for check in reflected}
+    return sorted((c for c in _model_checks(table) if not is_unnamed(c.name)
+                   and not any(n in database_names for n in _spellings(c, dialect))),
+                  key=lambda c: str(c.name))
+
+
+def _model_checks(table: sa.Table) -> list[sa.CheckConstraint]:
+    return [c for c in table.constraints
+            if isinstance(c, sa.CheckConstraint) and not _type_bound(c)]
+
+
 def _compare_checks(
     table: sa.Table, reflected: Iterable[Any], dialect: sa.engine.Dialect
 ) -> list[str]:
-    model = [c for c in table.constraints
-             if isinstance(c, sa.CheckConstraint) and not _type_bound(c)]
+    reflected = list(reflected)
+    model = _model_checks(table)
     unnamed = sum(1 for c in model if is_unnamed(c.name))
     database_names = {str(check["name"]) for check in reflected}
     model_names = set()
@@ -92,9 +108,10 @@ def _compare_checks(
         model_names.add(next((n for n in spellings if n in database_names), spellings[0]))
     hint = "autogenerate does not compare CHECK constraints; write it in a migration by hand"
     warnings = [
-        f"CHECK constraint {name} on {table.fullname} is in the models but not in the database "
-        f"({hint}: op.create_check_constraint)"
-        for name in sorted(model_names - database_names)
+        f"CHECK constraint {_spellings(c, dialect)[0]} on {table.fullname} is in the models but "
+        "not in the database (create-model-migration writes it: added NOT VALID, then "
+        "validated)"
+        for c in missing_checks(table, reflected, dialect)
     ]
     extra = sorted(database_names - model_names)
     if len(extra) > unnamed:

@@ -12,7 +12,7 @@ from alembic.operations import ops
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from schemashift import db
+from schemashift import db, errors, reasons
 from schemashift.diff import (
     blindspots,
     changes,
@@ -108,7 +108,10 @@ def compare(
     context = migration_context(conn, metadata, skip, default_check)
     with warnings.catch_warnings(record=True) as alembic_warnings:
         warnings.simplefilter("always")
-        script = produce_migrations(context, metadata)
+        try:
+            script = produce_migrations(context, metadata)
+        except sa.exc.IdentifierError as exc:
+            raise _too_long(exc) from exc
     assert script.upgrade_ops is not None
     diffs = script.upgrade_ops.as_diffs()
     inspector = sa.inspect(conn)
@@ -125,6 +128,16 @@ def compare(
         + [r.suggestion("table") for r in table_renames],
     ).sorted()
     return Comparison(script, enum_deltas, report, context, column_renames, table_renames)
+
+
+def _too_long(exc: sa.exc.IdentifierError) -> errors.UsageError:
+    return errors.UsageError(
+        f"the models give a name PostgreSQL cannot keep ({exc}): PostgreSQL keeps 63 bytes of "
+        "a name and would silently cut it, so SQLAlchemy refuses to compare or create it; "
+        "nothing was written",
+        hint="give it a name of at most 63 bytes in the models (names a naming_convention "
+             "derives are shortened by SQLAlchemy with a hash suffix, and are fine)",
+        reason=reasons.INVALID_INPUT)
 
 
 def _warnings(

@@ -47,7 +47,16 @@ class JobRejected(Exception):
         self.status = status
 
 
-def _api_message(exc: ApiException) -> str:
+def namespace_terminating(exc: ApiException) -> bool:
+    """The API server refuses new objects (events too) in a namespace being deleted."""
+    try:
+        causes = (json.loads(exc.body or "{}").get("details") or {}).get("causes") or ()
+    except (ValueError, AttributeError):
+        return False
+    return exc.status == 403 and any(c.get("reason") == "NamespaceTerminating" for c in causes)
+
+
+def api_message(exc: ApiException) -> str:
     try:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
     except (ValueError, AttributeError):
@@ -80,11 +89,6 @@ class KubeApi:
         return await self._call(self.custom.get_namespaced_custom_object, resource.GROUP,
                                 resource.VERSION, namespace, resource.PLURAL, name)
 
-    async def list_migrations(self, namespace: str) -> list[Body]:
-        found = await self._call(self.custom.list_namespaced_custom_object, resource.GROUP,
-                                 resource.VERSION, namespace, resource.PLURAL)
-        return list((found or {}).get("items") or [])
-
     async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         await self._call(self.custom.patch_namespaced_custom_object_status, resource.GROUP,
                          resource.VERSION, namespace, resource.PLURAL, name,
@@ -112,7 +116,7 @@ class KubeApi:
             if exc.status == 409:
                 return False
             if exc.status is not None and 400 <= exc.status < 500:
-                raise JobRejected(exc.status, redact.redact(_api_message(exc))) from None
+                raise JobRejected(exc.status, redact.redact(api_message(exc))) from None
             raise
         return True
 
@@ -179,4 +183,10 @@ class KubeApi:
             "lastTimestamp": stamp,
             "count": 1,
         }
-        await self._call(self.core.create_namespaced_event, meta["namespace"], event)
+        try:
+            await self._call(self.core.create_namespaced_event, meta["namespace"], event)
+        except ApiException as exc:
+            # Nobody will read it, and retrying cannot help (the finalizer would hold the
+            # namespace's deletion): the status write that follows still goes through.
+            if not namespace_terminating(exc):
+                raise

@@ -25,6 +25,8 @@ MIGRATED = "Migrated"
 ROLLED_BACK = "RolledBack"
 FAILED = "Failed"
 SPEC_CHANGED = "SpecChanged"
+# Not part of the kstatus summary: a succeeded expand with contract work left is still Ready.
+CONTRACT_PENDING = "ContractPending"
 
 
 @dataclass(frozen=True)
@@ -107,4 +109,25 @@ def from_result(result: progress.RunResult, backup_enabled: bool) -> list[Condit
         found.append(Condition(MIGRATED, "False", result.reason, result.message))
     if result.outcome == "RolledBack":
         found.append(Condition(ROLLED_BACK, "True", result.reason, result.message))
+    if (contract := contract_pending(result)) is not None:
+        found.append(contract)
     return found
+
+
+def contract_pending(result: progress.RunResult) -> Condition | None:
+    """ContractPending from the runner's read-back of the history: True names the revisions,
+    False after a success that names none. A failed run that names none may not have looked:
+    Unknown (an earlier run's True must not stay). A plan that names none says nothing."""
+    pending = list(result.pendingContract)
+    if pending:
+        return Condition(CONTRACT_PENDING, "True", reasons.CONTRACT_PENDING,
+                         f"contract revisions not applied yet: {', '.join(pending)}; apply them "
+                         "(spec.phase: contract) once no release older than this one runs")
+    if result.outcome == "Succeeded":
+        return Condition(CONTRACT_PENDING, "False", reasons.NO_CONTRACT_PENDING,
+                         "no contract revision is pending")
+    if result.outcome == "Planned":
+        return None
+    return Condition(CONTRACT_PENDING, "Unknown", result.reason,
+                     f"the run ended {result.outcome} without reading back which contract "
+                     "revisions are pending; `schemashift plan --phase contract` lists them")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from schemashift.kube import resource
 from schemashift.runner import options_table as table
+from schemashift.runner.dump_dir import CPU_LIMIT_ENV
 
 Purpose = Literal["plan", "replan", "apply"]
 
@@ -58,6 +59,8 @@ def run_option_values(spec: resource.MigrationSpec, purpose: Purpose,
                               for option in table.SPEC_OPTIONS}
     values[table.DRY_RUN.name] = purpose != "apply"
     values[table.BACKUP_URL.name] = spec.backup_url if spec.backup_enabled else None
+    if not spec.backup_enabled:  # backup.enabled: false takes no backup, whatever the method
+        values[table.BACKUP_METHOD.name] = table.BACKUP_METHOD.default
     if purpose == "apply":
         values[table.EXPECT_PLAN_HASH.name] = expected_plan_hash
     return values
@@ -87,7 +90,17 @@ def job_env(spec: resource.MigrationSpec, ref: str, purpose: Purpose,
     return [
         {"name": "SCHEMASHIFT_DATABASE_URL", "valueFrom": {"secretKeyRef": url_ref}},
         *({"name": k, "value": v} for k, v in plain.items()),
+        *cpu_limit_env(spec),
     ]
+
+
+def cpu_limit_env(spec: resource.MigrationSpec) -> list[dict[str, Any]]:
+    """The container's CPU limit (rounded up) for pg_dump's job count, when it has one
+    (without one the Downward API would give the node's CPUs)."""
+    if "cpu" not in (spec.resources.get("limits") or {}):
+        return []
+    return [{"name": CPU_LIMIT_ENV, "valueFrom": {"resourceFieldRef": {
+        "containerName": CONTAINER, "resource": "limits.cpu", "divisor": "1"}}}]
 
 
 def container(

@@ -18,7 +18,8 @@ from schemashift import progress, redact
 from schemashift.kube import resource, status
 
 _REVISION_FIELDS = ("fromRevision", "targetRevision", "currentRevision")
-_BACKUP_FIELDS = ("url", "sizeBytes", "sha256", "verified", "completedAt")
+_BACKUP_FIELDS = ("url", "sizeBytes", "sha256", "verified", "completedAt", "method",
+                  "restorePoint", "lsn")
 
 
 def _plain(value: Any) -> Any:

@@ -21,6 +21,8 @@ KIND = "SchemaMigration"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 APPROVED_ANNOTATION = "schemashift.io/approved"
+# Who approved: the approval admission policy admits it only as the requester's own user name.
+APPROVED_BY_ANNOTATION = "schemashift.io/approved-by"
 MIGRATION_LABEL = "schemashift.io/migration"
 PURPOSE_LABEL = "schemashift.io/purpose"
 GENERATION_LABEL = "schemashift.io/generation"
@@ -58,8 +60,13 @@ class MigrationSpec:
     lock_retries: int = table.LOCK_RETRIES.default
     lint_mode: str = table.LINT_MODE.default
     allow: tuple[str, ...] = table.ALLOW.default
+    phase: str = table.PHASE.default
+    backup_method: str = table.BACKUP_METHOD.default
+    backup_keep: int = table.BACKUP_KEEP.default
+    backup_max_age: str = table.BACKUP_MAX_AGE.default
+    archive_wait: str = table.ARCHIVE_WAIT.default
+    deadline_seconds: int = table.DEADLINE_SECONDS.job_default
     approval_required: bool = False
-    deadline_seconds: int = 1800
     service_account: str = ""
     resources: Mapping[str, Any] = field(default_factory=dict)
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -85,7 +92,6 @@ class MigrationSpec:
             backup_credentials=(backup.get("credentialsSecretRef") or {}).get("name", ""),
             **{option.name: option.from_spec(spec) for option in table.SPEC_OPTIONS},
             approval_required=bool((spec.get("approval") or {}).get("required", False)),
-            deadline_seconds=int(spec.get("deadlineSeconds", 1800)),
             service_account=job.get("serviceAccountName") or "",
             resources=job.get("resources") or {},
             node_selector=job.get("nodeSelector") or {},

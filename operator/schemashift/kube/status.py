@@ -128,6 +128,9 @@ def pods_stopping(job: Body, pods: Sequence[Body], grace_s: float = 90.0) -> boo
 
 
 def backup_summary(backup: Mapping[str, Any]) -> str:
+    if backup.get("restorePoint"):  # method restorePoint: what a recovery targets
+        state = "archived" if backup.get("verified") else "archiving"
+        return f"restorePoint {backup['restorePoint']} @ {backup.get('lsn') or '?'} {state}"
     size = float(backup.get("sizeBytes") or 0)
     unit = "B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -152,6 +155,8 @@ def result_fields(result: progress.RunResult) -> dict[str, Any]:
     if result.backup is not None:
         backup = asdict(result.backup)
         fields["backup"] = {**backup, "summary": backup_summary(backup)}
+    if result.targetedCopies:
+        fields["targetedCopies"] = [asdict(c) for c in result.targetedCopies]
     if result.planHash:
         fields["plan"] = {"hash": result.planHash}
     return {k: v for k, v in fields.items() if v is not None}

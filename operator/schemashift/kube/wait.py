@@ -126,6 +126,15 @@ def failing_condition(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def contract_note(status: Mapping[str, Any]) -> str:
+    """What an expand left for the contract phase (condition ContractPending), if anything."""
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("type") == "ContractPending" \
+                and condition.get("status") == "True":
+            return f"\n  contract pending: {condition.get('message')}"
+    return ""
+
+
 def verdict(obj: Mapping[str, Any]) -> Verdict | None:
     """The exit code once the resource is finished, None while it is still in progress.
 
@@ -140,7 +149,8 @@ def verdict(obj: Mapping[str, Any]) -> Verdict | None:
         return Verdict(
             errors.EXIT_OK,
             f"SchemaMigration {ref} Succeeded"
-            + (f": {status['message']}" if status.get("message") else ""),
+            + (f": {status['message']}" if status.get("message") else "")
+            + contract_note(status),
         )
     if phase not in FAILED_PHASES:
         return None
@@ -333,8 +343,8 @@ class _Waiter:
         plan_hash = (status.get("plan") or {}).get("hash")
         if status.get("phase") == "AwaitingApproval" and plan_hash:
             self.echo(
-                f"  approve with: kubectl -n {self.namespace} annotate smig {self.name} "
-                f"schemashift.io/approved={plan_hash}"
+                f"  approve with: schemashift approve -n {self.namespace} {self.name} "
+                f"--plan-hash {plan_hash}"
             )
 
 

@@ -3,6 +3,9 @@ queue of runs for one database."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from schemashift import reasons
 from schemashift.kube import jobspec, resource
 from schemashift.kube import policy as kpolicy
@@ -11,6 +14,7 @@ from schemashift.operator.context import (
     RUNNING_STEPS,
     Body,
     Context,
+    Peer,
 )
 from schemashift.operator.launch import launch
 from schemashift.operator.status_writes import fresh_fields, invalid, set_status
@@ -18,11 +22,13 @@ from schemashift.operator.status_writes import fresh_fields, invalid, set_status
 
 async def start(ctx: Context, body: Body) -> None:
     spec = resource.MigrationSpec.from_body(body["spec"])
+    if _still_waiting(ctx, body, spec):
+        return  # its turn comes with a watch event of its database (next_in_line)
     problem = await validate(ctx, body, spec)
     if problem is not None:
         await invalid(ctx, body, *problem)
         return
-    holder = await database_holder(ctx, body, spec)  # a namespace list: only for valid ones
+    holder = database_holder(ctx, body, spec)
     if holder is not None:
         await _wait_for_database(ctx, body, spec, holder)
         return
@@ -64,32 +70,77 @@ async def validate(
     return None
 
 
-async def database_holder(ctx: Context, body: Body, spec: resource.MigrationSpec) -> str | None:
+def peer_entry(body: Body) -> dict[str, Peer]:
+    """The watched resource under its database's key (kopf index); nothing for a spec that
+    names no database (the schema requires one: only a stored object from before that)."""
+    meta = body["metadata"]
+    try:
+        key = resource.MigrationSpec.from_body(body.get("spec") or {}).database_key(
+            meta["namespace"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return {key: Peer(uid=str(meta.get("uid")), name=meta["name"],
+                      created=meta.get("creationTimestamp") or "",
+                      step=(body.get("status") or {}).get("step", ""),
+                      deleting=bool(meta.get("deletionTimestamp")))}
+
+
+def database_holder(ctx: Context, body: Body, spec: resource.MigrationSpec) -> str | None:
     """Another SchemaMigration of the same database that runs, or is queued ahead of this one."""
     meta = body["metadata"]
-    key = spec.database_key(meta["namespace"])
     mine = (meta.get("creationTimestamp", ""), meta["name"])
-    for other in await ctx.api.list_migrations(meta["namespace"]):
-        ometa = other["metadata"]
-        if ometa.get("uid") == meta.get("uid"):
+    for other in ctx.peers.of(spec.database_key(meta["namespace"])):
+        if other.uid == meta.get("uid"):
             continue
-        if resource.MigrationSpec.from_body(other.get("spec") or {}).database_key(
-                meta["namespace"]) != key:
-            continue
-        ostep = (other.get("status") or {}).get("step", "")
-        queued_ahead = ostep in ("", "waiting") and not ometa.get("deletionTimestamp") and (
-            ometa.get("creationTimestamp", ""), ometa["name"]) < mine
-        if ostep in RUNNING_STEPS or queued_ahead:
-            return str(ometa["name"])
+        queued_ahead = other.step in ("", "waiting") and not other.deleting and (
+            other.created, other.name) < mine
+        if other.step in RUNNING_STEPS or queued_ahead:
+            return other.name
     return None
+
+
+def next_in_line(ctx: Context, body: Body) -> str | None:
+    """The waiting SchemaMigration whose turn it is on `body`'s database, when none of that
+    database runs: reconciling it then starts it. Called on every watch event of a resource,
+    after kopf's index took that event in, so the end (or the deletion) of a run, and a
+    resource that just queued, are each seen with the other: no waiter is missed and none
+    polls."""
+    entry = peer_entry(body)
+    if not entry:
+        return None
+    [key] = entry
+    peers = list(ctx.peers.of(key))
+    if any(p.step in RUNNING_STEPS for p in peers):
+        return None
+    queued = sorted((p for p in peers if p.step in ("", "waiting") and not p.deleting),
+                    key=lambda p: (p.created, p.name))
+    return queued[0].name if queued and queued[0].step == "waiting" else None
+
+
+def _still_waiting(ctx: Context, body: Body, spec: resource.MigrationSpec) -> bool:
+    """Queued with this spec behind the same holder: nothing to ask the API server."""
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != body["metadata"].get("generation"):
+        return False
+    holder = database_holder(ctx, body, spec)
+    return holder is not None and _waiting_as(status, spec, holder)
+
+
+def _waiting_as(status: Mapping[str, Any], spec: resource.MigrationSpec, holder: str) -> bool:
+    return status.get("step") == "waiting" and status.get("message") == _wait_message(spec,
+                                                                                      holder)
+
+
+def _wait_message(spec: resource.MigrationSpec, holder: str) -> str:
+    return (f"waiting for SchemaMigration {holder}, which migrates the same database (Secret "
+            f"{spec.database_url.name} key {spec.database_url.key}); starts when it finishes")
 
 
 async def _wait_for_database(ctx: Context, body: Body, spec: resource.MigrationSpec,
                              holder: str) -> None:
     status = body.get("status") or {}
-    message = (f"waiting for SchemaMigration {holder}, which migrates the same database (Secret "
-               f"{spec.database_url.name} key {spec.database_url.key}); starts when it finishes")
-    if status.get("step") == "waiting" and status.get("message") == message:
+    message = _wait_message(spec, holder)
+    if _waiting_as(status, spec, holder):
         return
     await set_status(ctx, body, "Pending", reasons.WAITING_FOR_DATABASE, message,
                {"step": "waiting", **fresh_fields()}, event="Normal")

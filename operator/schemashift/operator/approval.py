@@ -20,8 +20,9 @@ from schemashift.operator.status_writes import set_status
 async def await_approval(ctx: Context, body: Body, result: progress.RunResult,
                           seq: Mapping[str, Any], stale: bool) -> None:
     name = body["metadata"]["name"]
-    how = (f"review status.plan, then: kubectl annotate smig {name} --overwrite "
-           f"{resource.APPROVED_ANNOTATION}={result.planHash}")
+    how = (f"review status.plan, then: schemashift approve {name} (or kubectl annotate smig "
+           f"{name} --overwrite {resource.APPROVED_ANNOTATION}={result.planHash} "
+           f"{resource.APPROVED_BY_ANNOTATION}=<your user name>)")
     if stale:
         reason = reasons.PLAN_STALE
         message = (f"the database moved since the plan was made (now at "
@@ -59,13 +60,14 @@ async def check_approval(ctx: Context, body: Body) -> None:
                    event="Warning")
         return
     spec = resource.MigrationSpec.from_body(body["spec"])
-    holder = await database_holder(ctx, body, spec)
+    holder = database_holder(ctx, body, spec)
     if holder is not None:
         return  # approved; the re-plan starts once the other migration is done
-    message = f"plan {expected} approved by annotation"
+    approver = (meta.get("annotations") or {}).get(resource.APPROVED_BY_ANNOTATION)
+    message = f"plan {expected} approved by {approver or 'annotation (no approver named)'}"
     await ctx.api.event(body, "Normal", reasons.APPROVED, message)
     body = {**body, "status": {**status, "conditions": conditions.merge(
         status.get("conditions") or (), [conditions.Condition(
             conditions.APPROVED, "True", reasons.APPROVED, message)], int(meta["generation"]))}}
     # The re-plan Job rewrites status.plan live; what was approved is kept apart.
-    await launch(ctx, body, spec, "replan", {"approvedHash": expected})
+    await launch(ctx, body, spec, "replan", {"approvedHash": expected, "approvedBy": approver})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,7 +18,6 @@ log = logging.getLogger("schemashift.operator")
 
 class Api(Protocol):
     async def get_migration(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    async def list_migrations(self, namespace: str) -> list[dict[str, Any]]: ...
     async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
     async def secret_keys(self, namespace: str, name: str) -> set[str] | None: ...
     async def service_account_exists(self, namespace: str, name: str) -> bool: ...
@@ -29,6 +28,23 @@ class Api(Protocol):
     async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]: ...
     async def pod_log(self, namespace: str, pod: str) -> str | None: ...
     async def event(self, body: Body, type_: str, reason: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What the queue of one database needs to know of a SchemaMigration."""
+
+    uid: str
+    name: str
+    created: str  # creationTimestamp: the queue's order (then the name)
+    step: str
+    deleting: bool
+
+
+class Peers(Protocol):
+    """The SchemaMigrations of one database (key: MigrationSpec.database_key), as last watched."""
+
+    def of(self, database_key: str) -> Iterable[Peer]: ...
 
 
 class Metrics(Protocol):
@@ -43,6 +59,7 @@ class NoMetrics:
 @dataclass
 class Context:
     api: Api
+    peers: Peers
     job_image: str | None = None
     # schemashift.operator.run always sets it (strict unless the admin relaxed it); None skips
     # the check, for unit tests of other concerns.

@@ -14,6 +14,9 @@ BACKUP_BYTES = prometheus_client.Counter(
 LAST_BACKUP_BYTES = prometheus_client.Gauge(
     "schemashift_last_backup_bytes", "Size of the most recent verified backup.")
 
+LEADER = prometheus_client.Gauge(
+    "schemashift_operator_leader", "1 while this replica holds the leader Lease and runs.")
+
 
 class PrometheusMetrics:
     def finished(self, outcome: str, seconds: float | None, backup_bytes: int) -> None:

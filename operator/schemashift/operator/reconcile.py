@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from schemashift import reasons
 from schemashift.kube import status as kstatus
-from schemashift.operator.admission import start, validate
+from schemashift.operator.admission import next_in_line, peer_entry, start, validate
 from schemashift.operator.approval import check_approval
 from schemashift.operator.context import (
     INVALID_RECHECK_S,
     RUNNING_STEPS,
     Body,
     Context,
+    Peer,
     log,
 )
 from schemashift.operator.status_writes import database_state, note_spec_change
@@ -80,25 +81,39 @@ async def finalize(ctx: Context, namespace: str, name: str, poll_s: float = 0.2,
 
 
 
-async def observe(ctx: Context, namespace: str, name: str) -> None:
-    """A watch event: a new resource starts at once; a status this operator did not write (a
-    forged phase or condition) is put back to what it wrote."""
-    async with ctx.lock(namespace, name):
-        body = await ctx.api.get_migration(namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        status = body.get("status") or {}
-        if not status.get("step"):
-            await _reconcile(ctx, body)  # new: start now, not after kopf's finalizer round trip
-            return
-        written = ctx.written.get(str(body["metadata"].get("uid")))
-        if written is None:
-            return
-        forged = {k: v for k, v in written.items() if status.get(k) != v}
-        if forged:
-            log.warning("%s/%s: status field(s) %s changed by someone else; restored",
-                        namespace, name, ", ".join(sorted(forged)))
-            await ctx.api.patch_status(namespace, name, forged)
+async def observe(ctx: Context, body: Body) -> None:
+    """A watch event (`body` as watched, also of a deleted resource): a new resource starts at
+    once; a status this operator did not write (a forged phase or condition) is put back to
+    what it wrote; the next waiting resource of its database gets its turn when none runs."""
+    meta = body["metadata"]
+    async with ctx.lock(meta["namespace"], meta["name"]):
+        exists = await _observe(ctx, meta["namespace"], meta["name"])
+    if not exists:  # its last event: nothing more to serialise for it
+        ctx.locks.pop(f"{meta['namespace']}/{meta['name']}", None)
+    waiting = next_in_line(ctx, body)
+    if waiting is not None:
+        await reconcile(ctx, meta["namespace"], waiting)
 
 
-__all__ = ["INVALID_RECHECK_S", "Context", "finalize", "observe", "reconcile", "validate"]
+async def _observe(ctx: Context, namespace: str, name: str) -> bool:
+    """False when the resource is gone."""
+    body = await ctx.api.get_migration(namespace, name)
+    if body is None:
+        return False
+    status = body.get("status") or {}
+    if body["metadata"].get("deletionTimestamp"):
+        return True
+    if not status.get("step"):
+        await _reconcile(ctx, body)  # new: start now, not after kopf's finalizer round trip
+        return True
+    written = ctx.written.get(str(body["metadata"].get("uid")))
+    forged = {k: v for k, v in (written or {}).items() if status.get(k) != v}
+    if forged:
+        log.warning("%s/%s: status field(s) %s changed by someone else; restored",
+                    namespace, name, ", ".join(sorted(forged)))
+        await ctx.api.patch_status(namespace, name, forged)
+    return True
+
+
+__all__ = ["INVALID_RECHECK_S", "Context", "Peer", "finalize", "next_in_line", "observe",
+           "peer_entry", "reconcile", "validate"]

@@ -27,7 +27,7 @@ async def write(ctx: Context, body: Body, patch: Mapping[str, Any]) -> None:
 
 # Fields whose forgery would change what `kubectl wait`, `schemashift wait` or a Helm hook decide.
 _OWNED = ("phase", "conditions", "step", "observedGeneration", "currentRevision", "planHash",
-          "approvedHash")
+          "approvedHash", "approvedBy")
 
 
 
@@ -93,7 +93,7 @@ def fresh_fields() -> dict[str, Any]:
     """A new run forgets the previous one's results (null deletes in a merge patch)."""
     return {k: None for k in ("plan", "stages", "backup", "undone", "fromRevision",
                               "targetRevision", "currentRevision", "rejectedApproval",
-                              "approvedHash", "finishedAt", "startedAt")}
+                              "approvedHash", "approvedBy", "finishedAt", "startedAt")}
 
 
 def database_state(status: Mapping[str, Any], result: progress.RunResult | None) -> str:

@@ -110,7 +110,8 @@ async def _finish_step(ctx: Context, body: Body, outcome: kstatus.JobOutcome) ->
                   f"{result.targetRevision}; nothing changed"
         await set_status(ctx, body, "Succeeded", reasons.DRY_RUN, message,
                    {**seq, **kstatus.result_fields(result), "step": "done"},
-                   [conditions.Condition(conditions.PLANNED, "True", reasons.DRY_RUN, message)],
+                   [conditions.Condition(conditions.PLANNED, "True", reasons.DRY_RUN, message),
+                    *filter(None, [conditions.contract_pending(result)])],
                    event="Normal")
         ctx.metrics.finished("DryRun", run_seconds(status), 0)
     elif purpose == "replan" and result.planHash == status.get("approvedHash"):

@@ -19,9 +19,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from schemashift import column_types
+
 # Past this many tables, "every table is empty" is not checked (it is then taken as false).
 FRESH_CHECK_LIMIT = 500
-LOCK_TIMEOUT = "5s"
+# The plan's reads take ACCESS SHARE locks only; waiting for one blocks no application query,
+# so this is how long a plan may wait behind a running migration, not the runner's lockTimeout.
+READ_LOCK_TIMEOUT = "5s"
 
 _TABLES = sa.text(
     "SELECT n.nspname, c.relname, pg_table_is_visible(c.oid) AS visible "
@@ -46,6 +50,8 @@ class LiveFacts:
     empty: set[str] = field(default_factory=set)  # existing tables known to hold no row
     column_types: dict[tuple[str, str], Any] = field(default_factory=dict)
     all_empty: bool = False  # no table of the database holds a row (a fresh database)
+    # SQLAlchemy writes a Computed without `persisted` VIRTUAL for this server (18+), not STORED
+    virtual_generated_columns: bool = True
 
     def holds_no_rows(self, table: str, schema: str | None = None) -> bool:
         return table_key(table, schema) in self.empty
@@ -70,7 +76,8 @@ def read_facts(
 ) -> LiveFacts:
     """`touched`: (schema, table) the plan's operations name; `typed`: those whose column types
     lint needs (an ALTER COLUMN … TYPE)."""
-    facts = LiveFacts(read=True)
+    facts = LiveFacts(read=True,
+                      virtual_generated_columns=column_types.writes_virtual_columns(conn.dialect))
     with read_only(conn, timeout):
         tables = [(str(s), str(t), bool(v)) for s, t, v in conn.execute(_TABLES)]
         keys = {table_key(table, schema): (schema, table) for schema, table, _ in tables}
@@ -94,7 +101,9 @@ def read_only(conn: Connection, timeout: str) -> Iterator[None]:
     outer = conn.begin_nested() if conn.in_transaction() else conn.begin()
     try:
         conn.execute(sa.text("SELECT set_config('statement_timeout', :t, true)"), {"t": timeout})
-        conn.execute(sa.text("SELECT set_config('lock_timeout', :t, true)"), {"t": LOCK_TIMEOUT})
+        conn.execute(
+            sa.text("SELECT set_config('lock_timeout', :t, true)"), {"t": READ_LOCK_TIMEOUT}
+        )
         yield
     finally:
         outer.rollback()

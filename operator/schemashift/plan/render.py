@@ -23,10 +23,12 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import HeadMaintainer, MigrationContext, RevisionStep
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy import inspection
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import CompileError
 from sqlalchemy.sql.elements import TextClause
 
 from schemashift import redact
+from schemashift.plan.override import NO_OVERRIDE, Override, read_override
 
 
 @dataclass
@@ -44,6 +46,7 @@ class RenderedRevision:
     ops: list[RecordedOp] = field(default_factory=list)
     autocommit: bool = False
     error: str | None = None  # upgrade() could not run offline (e.g. it reads rows)
+    override: Override = NO_OVERRIDE  # the revision file's own `schemashift = {...}`
 
 
 class _Recorder:
@@ -133,7 +136,7 @@ def _parameter_sets(parameters: Any) -> Sequence[Mapping[str, Any] | None]:
 
 def render_revisions(
     config: Config, script: ScriptDirectory, revisions: Sequence[Script], from_revision: str | None,
-    inspector: InspectorFactory | None = None,
+    inspector: InspectorFactory | None = None, server: Dialect | None = None,
 ) -> list[RenderedRevision]:
     """Render the revisions in order (oldest first), each as its own transaction.
 
@@ -154,6 +157,8 @@ def render_revisions(
             starting_rev=from_revision,
         )
         context = env.get_context()
+        if server is not None:
+            _like_server(context.dialect, server)
         _watch_autocommit(context, recorder)
         _placeholders_where_literals_fail(context)
 
@@ -174,8 +179,18 @@ def render_revisions(
     return rendered
 
 
+def _like_server(offline: Dialect, server: Dialect) -> None:
+    """The offline dialect writes what the live one will: SQLAlchemy picks some DDL by server
+    version (a `Computed` without `persisted` is STORED before PostgreSQL 18, VIRTUAL after)."""
+    offline.server_version_info = server.server_version_info
+    virtual = "supports_virtual_generated_columns"  # SQLAlchemy 2.0.4x+
+    if hasattr(server, virtual):
+        setattr(offline, virtual, getattr(server, virtual))
+
+
 def _render_one(context: MigrationContext, script: ScriptDirectory, revision: Script,
                 heads: HeadMaintainer, recorder: _Recorder) -> RenderedRevision:
+    override = read_override(revision.module, str(revision.path))
     buffer = io.StringIO()
     # Each revision's SQL on its own: the context writes wherever these point.
     context.output_buffer = context.impl.output_buffer = buffer  # type: ignore[assignment]
@@ -196,6 +211,7 @@ def _render_one(context: MigrationContext, script: ScriptDirectory, revision: Sc
         ops=recorder.ops,
         autocommit=recorder.used_autocommit,
         error=error,
+        override=override,
     )
 
 

@@ -18,6 +18,13 @@ from schemashift.plan.render import RecordedOp, RenderedRevision, sql_text
 # data-modifying CTE that inserts names INSERT, and stays suspect).
 _ROW_NEUTRAL = re.compile(r"^\s*(UPDATE|DELETE)\b(?!.*\b(INSERT|COPY|MERGE)\b)",
                           re.IGNORECASE | re.DOTALL)
+# Catalog-only statements the lock-safe forms execute: they read rows but never change one.
+_ROWLESS = re.compile(
+    r"^\s*(?:ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?[\w.\"]+\s+"
+    r"(?:VALIDATE\s+CONSTRAINT\s+[\w\"]+"
+    r"|ADD\s+CONSTRAINT\s+[\w\"]+\s+(?:UNIQUE|PRIMARY\s+KEY)\s+USING\s+INDEX\s+[\w\"]+)"
+    r"|(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX)\b[^;]*)\s*$",
+    re.IGNORECASE | re.DOTALL)
 
 
 @dataclass
@@ -46,12 +53,16 @@ class Seen:
         """Whether earlier SQL of the plan may have changed the table's rows (e.g. a backfill)."""
         if self.opaque is not None:
             return True
-        return any(self._mentions(table, statement) for statement in self.raw_sql)
+        return any(self._mentions(table, statement) for statement in self._writes())
 
     def may_have_added_rows(self, table: str) -> bool:
         return self.opaque is not None or any(
             self._mentions(table, statement) and not _ROW_NEUTRAL.match(statement)
-            for statement in self.raw_sql)
+            for statement in self._writes())
+
+    def _writes(self) -> Iterator[str]:
+        return (statement for text in self.raw_sql for statement in statements(text)
+                if not _ROWLESS.match(statement))
 
     @staticmethod
     def _mentions(table: str, statement: str) -> bool:

@@ -46,6 +46,12 @@ class RunOptions:
     lock_wait: str = table.LOCK_WAIT.default
     verify_models: bool = table.VERIFY_MODELS.default
     expect_plan_hash: str | None = table.EXPECT_PLAN_HASH.default
+    phase: str = table.PHASE.default
+    backup_method: str = table.BACKUP_METHOD.default
+    backup_keep: int = table.BACKUP_KEEP.default
+    backup_max_age: str = table.BACKUP_MAX_AGE.default
+    archive_wait: str = table.ARCHIVE_WAIT.default
+    deadline_seconds: int | None = table.DEADLINE_SECONDS.default
 
     def __post_init__(self) -> None:
         # Every bad option is refused here, before anything connects.
@@ -71,3 +77,7 @@ class RunOptions:
     @property
     def lock_wait_s(self) -> float:
         return table.LOCK_WAIT.seconds(self.lock_wait)
+
+    @property
+    def archive_wait_s(self) -> float:
+        return table.ARCHIVE_WAIT.seconds(self.archive_wait)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemashift import durations, environments, errors
+from schemashift import durations, environments, errors, release_phases
 
 _SPLIT = re.compile(r"[,\s]+")
 _HOUR = 3600.0
@@ -133,6 +133,28 @@ class Count(Option):
 
 
 @dataclass(frozen=True, kw_only=True)
+class JobSeconds(Count):
+    """Seconds the Job has: the CRD and the Job default to `job_default`; a local run has no
+    such limit unless given (None)."""
+
+    default: int | None = None  # type: ignore[assignment]
+    job_default: int
+
+    def check(self, value: Any) -> int | None:  # type: ignore[override]
+        return None if value is None else super().check(value)
+
+    def from_spec(self, spec: Mapping[str, Any]) -> Any:
+        value = super().from_spec(spec)
+        return self.job_default if value is None else value
+
+    def crd_default(self) -> int:
+        return self.job_default
+
+    def crd_schema(self) -> dict[str, Any]:
+        return {**super().crd_schema(), "default": self.job_default}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Duration(Option):
     """A Go/Kubernetes duration string; `zero` says what 0 means, or None when 0 is refused."""
 
@@ -235,22 +257,36 @@ ROLLBACK_POLICY = Choice(
                 "restores the verified backup; none stops and reports where it stands.")
 DRY_RUN = Flag(name="dry_run", flag="--dry-run", env="SCHEMASHIFT_DRY_RUN", cr="dryRun",
                help="Plan only: change nothing.")
+# Each lock attempt stalls the app's queries on the table for up to the lock timeout (they queue
+# behind it), so the default stays below an app's own statement_timeout (commonly 1-3s), or
+# those queries fail; 500ms is also what pgroll uses. The retries make up for the short
+# attempts: with their pauses (runner/stages.py retry_wait) they outlast a conflicting
+# transaction for about as long as the former 5s x 10 retries did, ~2 minutes, while the table
+# is stalled 8s of that time instead of 55s. tests/unit/test_runner_options.py recomputes it.
+_LOCK_TIMEOUT_DEFAULT = "500ms"
 LOCK_TIMEOUT = Duration(
     name="lock_timeout", flag="--lock-timeout", env="SCHEMASHIFT_LOCK_TIMEOUT",
-    cr="safety.lockTimeout", default="5s", maximum=600.0,
+    cr="safety.lockTimeout", default=_LOCK_TIMEOUT_DEFAULT, maximum=600.0,
     zero_refused="0 means wait forever, and a migration queued behind a long transaction "
-                 "would then block all traffic on the table; use e.g. 5s",
-    help="Per-attempt lock_timeout.",
-    description="Per-attempt lock_timeout (e.g. 500ms, 5s); app queries never wait longer "
-                "behind a migration.")
+                 f"would then block all traffic on the table; use e.g. {_LOCK_TIMEOUT_DEFAULT}",
+    help="Per-attempt lock_timeout: app queries on the table queue behind an attempt at most "
+         "this long, so keep it below the app's statement_timeout.",
+    description="Per-attempt lock_timeout (e.g. 500ms, 2s): app queries on the table queue "
+                "behind an attempt at most this long. Keep it below the app's own "
+                "statement_timeout, or every attempt that meets a long transaction makes the "
+                "queued app queries fail; the default is short for that reason and lockRetries "
+                "makes up for it.")
 STATEMENT_TIMEOUT = Duration(
     name="statement_timeout", flag="--statement-timeout", env="SCHEMASHIFT_STATEMENT_TIMEOUT",
     cr="safety.statementTimeout", default="0s", maximum=24 * _HOUR, zero="none",
     help="statement_timeout per stage statement; 0s means none.")
 LOCK_RETRIES = Count(
     name="lock_retries", flag="--lock-retries", env="SCHEMASHIFT_LOCK_RETRIES",
-    cr="safety.lockRetries", default=10, minimum=0, maximum=100,
-    help="Attempts with growing waits when a lock is not available.")
+    cr="safety.lockRetries", default=15, minimum=0, maximum=100,
+    help="Retries after a lock timeout, with growing pauses between the attempts.",
+    description="Retries after a lock timeout, pausing 0.25s, then twice as long each time up "
+                "to 10s. With the defaults a stage gives up after about 2 minutes of a "
+                "conflicting transaction; app queries are stalled only during the attempts.")
 LINT_MODE = Choice(
     name="lint_mode", flag="--lint", env="SCHEMASHIFT_LINT", cr="safety.lint",
     default="block", choices=("block", "warn", "off"),
@@ -269,12 +305,79 @@ EXPECT_PLAN_HASH = Text(
     name="expect_plan_hash", flag="--expect-plan-hash", env="SCHEMASHIFT_EXPECT_PLAN_HASH",
     help="Refuse to change anything unless the plan has this hash (approval).")
 
+# Expand/contract (issue 13): which part of the pending history a run applies.
+PHASE = Choice(
+    name="phase", flag="--phase", env="SCHEMASHIFT_PHASE", cr="phase",
+    default=release_phases.ALL, choices=release_phases.CHOICES,
+    help="expand applies the pending backward-compatible revisions and stops before the first "
+         "contract revision; contract applies the pending contract revisions; all applies both.",
+    description="Which part of the pending history to apply: expand (additive, safe while the "
+                "old release still runs), contract (drops and other changes the old release "
+                "cannot survive; run after the rollout), or all.")
+# Backups (issue 14): how the pre-migration safety net is taken.
+BACKUP_METHOD = Choice(
+    name="backup_method", flag="--backup-method", env="SCHEMASHIFT_BACKUP_METHOD",
+    cr="backup.method", default="pgDump", choices=("pgDump", "restorePoint"),
+    help="pgDump streams a verified pg_dump to object storage; restorePoint records a named "
+         "restore point in the archived WAL (needs WAL archiving).",
+    description="pgDump streams a verified pg_dump to object storage (small databases); "
+                "restorePoint creates a named restore point and waits until its WAL segment "
+                "is archived (needs archive_mode and a healthy archiver), so its cost does not "
+                "grow with the database.")
+
+# Backup retention (issue 14): applied after a new backup is verified, and by `backups prune`.
+BACKUP_KEEP = Count(
+    name="backup_keep", flag="--backup-keep", env="SCHEMASHIFT_BACKUP_KEEP",
+    cr="backup.retention.keep", default=0, minimum=0, maximum=100_000,
+    help="Keep the newest N verified backups per database and delete older ones once a new "
+         "backup is verified (0: no limit).",
+    description="Verified backups to keep per database (0: no limit). Older ones are deleted "
+                "after a new backup is verified; the newest verified backup and the current "
+                "run's are never deleted.")
+BACKUP_MAX_AGE = Duration(
+    name="backup_max_age", flag="--backup-max-age", env="SCHEMASHIFT_BACKUP_MAX_AGE",
+    cr="backup.retention.maxAge", default="0s", maximum=100 * 365 * 24 * _HOUR, zero="none",
+    help="Delete verified backups older than this (e.g. 720h) once a new backup is verified "
+         "(0s: no limit).",
+    description="Verified backups older than this (e.g. 720h for 30 days) are deleted after a "
+                "new backup is verified (0s: no limit); the newest verified backup and the "
+                "current run's are never deleted.")
+# How long a restore point's WAL segment may take to reach the archive (runner/restore_point.py).
+ARCHIVE_WAIT = Duration(
+    name="archive_wait", flag="--archive-wait", env="SCHEMASHIFT_ARCHIVE_WAIT",
+    cr="backup.archiveWait", default="2m", maximum=_HOUR,
+    zero_refused="the archiver needs some time to copy the segment; use e.g. 2m",
+    help="restorePoint: how long to wait until the restore point's WAL segment is archived.",
+    description="restorePoint: how long to wait until the WAL segment holding the restore "
+                "point is archived; the run stops before any change when it is not.")
+# The Job's deadline (activeDeadlineSeconds), also read by the runner: a pg_dump that would
+# overrun it is refused before any change (runner/size_guard.py). A local run has none unless
+# given.
+DEADLINE_SECONDS = JobSeconds(
+    name="deadline_seconds", flag="--deadline-seconds", env="SCHEMASHIFT_DEADLINE_SECONDS",
+    cr="deadlineSeconds", job_default=1800, minimum=30, maximum=7 * 24 * int(_HOUR),
+    help="The run's deadline in seconds (the Job's activeDeadlineSeconds); a pgDump backup "
+         "that would overrun it is refused before any change. Local runs: none unless given.",
+    description="Longest the Job may run (activeDeadlineSeconds) before it is stopped and "
+                "reported Failed. A pgDump backup that would overrun it is refused before any "
+                "change.")
+
 RUN_OPTIONS: tuple[Option, ...] = (
     TARGET, BACKUP_URL, ROLLBACK_POLICY, DRY_RUN, LOCK_TIMEOUT, STATEMENT_TIMEOUT, LOCK_RETRIES,
-    LINT_MODE, ALLOW, LOCK_WAIT, VERIFY_MODELS, EXPECT_PLAN_HASH,
+    LINT_MODE, ALLOW, LOCK_WAIT, VERIFY_MODELS, EXPECT_PLAN_HASH, PHASE, BACKUP_METHOD,
+    BACKUP_KEEP, BACKUP_MAX_AGE, ARCHIVE_WAIT, DEADLINE_SECONDS,
 )
 SPEC_OPTIONS = tuple(option for option in RUN_OPTIONS if option.cr)
 BY_NAME = {option.name: option for option in RUN_OPTIONS}
+# `backups prune --stale-after`: how old a leftover of an interrupted run must be before prune
+# removes it; runner/backup.py's ABANDONED_AFTER (the backup's own clean-up), which a test
+# keeps equal.
+STALE_AFTER = Duration(
+    name="stale_after", flag="--stale-after", env="SCHEMASHIFT_STALE_AFTER", default="6h",
+    maximum=30 * 24 * _HOUR, zero=None,
+    zero_refused="a backup being written right now would be removed; use e.g. 6h",
+    help="Remove .partial objects and incomplete uploads of interrupted runs only when older "
+         "than this (a backup still being written is younger).")
 # `wait --timeout`: the hook's waiter outlives the longest Job (spec.deadlineSeconds ≤ 7 days).
 # Common to every command (not a run option), and a spec field like the run options.
 ENVIRONMENT = Choice(
@@ -287,3 +390,14 @@ WAIT_TIMEOUT = Duration(name="timeout", flag="--timeout", env="", default="30m",
                         maximum=30 * 24 * _HOUR, zero=None,
                         zero_refused="a waiter that gives up at once cannot wait; use e.g. 30m",
                         help="Give up after this long (keep it below helm's --timeout).")
+
+# `wait-for-schema` (issue 13): an application's initContainer polls its database's revision.
+SCHEMA_WAIT_TIMEOUT = Duration(
+    name="timeout", flag="--timeout", env="SCHEMASHIFT_SCHEMA_WAIT_TIMEOUT", default="10m",
+    maximum=24 * _HOUR, zero=None,
+    zero_refused="an initContainer that gives up at once cannot wait; use e.g. 10m",
+    help="Give up (exit 1) when the database has not reached the revision after this long.")
+SCHEMA_WAIT_INTERVAL = Duration(
+    name="interval", flag="--interval", env="SCHEMASHIFT_SCHEMA_WAIT_INTERVAL", default="2s",
+    maximum=_HOUR, zero=None, zero_refused="polling without a pause would load the database; "
+    "use e.g. 2s", help="How often the database's revision is read.")

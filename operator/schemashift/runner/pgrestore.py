@@ -12,6 +12,9 @@ table.) The archive's last chunk is also held back until the digest matches, as 
 Parallel (`--jobs` > 1): `pg_restore --jobs` needs a file, so the archive is downloaded and
 checked first; the clean-up then commits on its own and pg_restore runs in several sessions.
 That is not atomic, and a failure says so.
+
+A directory-format backup (runner/restore_dir.py downloads and checks its parts first) is
+restored the same two ways from its local directory: `restore_directory`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,28 @@ class Meter(Protocol):
     def __call__(self, done: int) -> None: ...
 
     def emit(self, state: str, done: int, **extra: object) -> None: ...
+
+
+def restore_directory(directory: Path, info: s3.ObjectInfo, *, database_url: str, clean: bool,
+                      jobs: int, meter: Meter, pg_bin_dir: Path | None) -> None:
+    """Restore a checked local copy of a directory-format backup (`info`: its manifest)."""
+    pg_restore = pgtools.find_pg_tool("pg_restore", pg_bin_dir)
+    psql = pgtools.find_pg_tool("psql", pg_bin_dir)
+    dbname, env = pgtools.connection_args(database_url)
+    psql_args = [str(psql), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
+                 f"--dbname={dbname}", "--file=-"]
+    prelude = cleanup_sql() if clean else ""
+    failure = _Failure(database_url, info, jobs)
+    if jobs == 1:
+        _Atomic(None, info, "", meter, failure).run(
+            [str(pg_restore), "--no-owner", "--single-transaction", "--exit-on-error",
+             "--file=-", str(directory)], psql_args, env, prelude)
+    else:
+        if prelude:
+            _run([*psql_args, "--single-transaction"], env, failure, prelude.encode())
+        _run([str(pg_restore), "--no-owner", "--exit-on-error", "--no-password",
+              f"--dbname={dbname}", f"--jobs={jobs}", str(directory)], env, failure)
+    meter.emit("Restored", info.size)
 
 
 def run_restore(store: s3.ObjectStore, info: s3.ObjectInfo, *, expected_sha256: str,
@@ -75,9 +100,10 @@ def run_restore(store: s3.ObjectStore, info: s3.ObjectInfo, *, expected_sha256: 
 
 
 class _Atomic:
-    """archive (streamed, digest-checked) → pg_restore → script → psql, one transaction."""
+    """archive (streamed, digest-checked; or a local directory: `store` None) → pg_restore →
+    script → psql, one transaction."""
 
-    def __init__(self, store: s3.ObjectStore, info: s3.ObjectInfo, expected_sha256: str,
+    def __init__(self, store: s3.ObjectStore | None, info: s3.ObjectInfo, expected_sha256: str,
                  meter: Meter, failure: _Failure):
         self.store = store
         self.info = info
@@ -87,11 +113,12 @@ class _Atomic:
 
     def run(self, restore_args: list[str], psql_args: list[str], env: dict[str, str],
             prelude: str) -> None:
-        restore = subprocess.Popen(restore_args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
+        restore = subprocess.Popen(
+            restore_args, stdin=subprocess.PIPE if self.store else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         psql = subprocess.Popen(psql_args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, env=env)
-        assert restore.stdin and restore.stdout and restore.stderr
+        assert restore.stdout and restore.stderr
         assert psql.stdin and psql.stderr
         restore_errors = pgtools.OutputTail(restore.stderr)
         psql_errors = pgtools.OutputTail(psql.stderr)
@@ -99,7 +126,9 @@ class _Atomic:
         script.write(b"BEGIN;\n" + prelude.encode())
         pump = _Pump(restore.stdout, script)
         try:
-            self._feed(restore.stdin)
+            if self.store is not None:
+                assert restore.stdin is not None
+                self._feed(self.store, restore.stdin)
             restore_code = restore.wait()
             pump.join()
             if restore_code != 0:
@@ -117,7 +146,7 @@ class _Atomic:
             pgtools.stop(psql)  # before COMMIT: killing the session rolls everything back
             pump.join()
 
-    def _feed(self, stdin: IO[bytes]) -> None:
+    def _feed(self, store: s3.ObjectStore, stdin: IO[bytes]) -> None:
         feed = pgtools.DigestingFeed(stdin)
         held: list[bytes] = []
 
@@ -128,7 +157,7 @@ class _Atomic:
             held.append(chunk)
             self.meter(feed.size)
 
-        self.store.read(self.info.url, sink)
+        store.read(self.info.url, sink)
         self.failure.check_digest(feed, self.expected_sha256)
         for chunk in held:
             feed.write(chunk)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,10 +18,26 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 
 from schemashift import db, diff, errors, plan, progress, reasons, redact, scripts
-from schemashift.progress import BackupStatus, Outcome, Phase, Reporter, RunResult, StageStatus
+from schemashift.progress import (
+    BackupStatus,
+    Outcome,
+    Phase,
+    Reporter,
+    RunResult,
+    StageStatus,
+    TargetedCopy,
+)
 from schemashift.project import Project
 from schemashift.runner import backup as backup_engine
-from schemashift.runner import lock, rollback, schema_snapshot
+from schemashift.runner import (
+    compat_gate,
+    lock,
+    restore_point,
+    retention,
+    rollback,
+    schema_snapshot,
+    targeted_copy,
+)
 from schemashift.runner.options import RunOptions, parse_duration
 from schemashift.runner.report import HumanReporter, local_reporter, write_termination_message
 from schemashift.runner.stages import (
@@ -104,7 +121,10 @@ class _Run:
     plan_hash: str | None = None
     stages: list[StageStatus] = field(default_factory=list)
     backup: BackupStatus | None = None
+    copies: list[TargetedCopy] = field(default_factory=list)  # issue 14
     connection: Connection | None = None
+    plan: Plan | None = None  # once built: which contract revisions stay pending (issue 13)
+    started: float = field(default_factory=time.monotonic)  # for the deadline's size guard
 
     # -- the whole run -------------------------------------------------------------------------
 
@@ -134,7 +154,9 @@ class _Run:
             self.current = self.from_revision = scripts.current_revision(conn)
             server_version = db.server_version_num(conn)
             conn.rollback()
-            if self.options.backup_url:
+            if restore_point.uses_restore_point(self.options.backup_method):
+                restore_point.check(conn)  # archiving and rights: refused before any change
+            elif self.options.backup_url:
                 backup_engine.check_pg_dump_version(server_version)
             with lock.migration_lock(url, wait_seconds=self.options.lock_wait_s,
                                      on_wait=self._waiting_for_lock) as held:
@@ -148,10 +170,15 @@ class _Run:
             backup_engine.check_destination(self.options.backup_url)
         if self.options.dry_run:
             return
-        if self.project.environment == "production" and not self.options.backup_url:
+        restore_point.check_options(method=self.options.backup_method,
+                                    rollback_policy=self.options.policy(),
+                                    dry_run=self.options.dry_run)
+        if self.project.environment == "production" and not self._backs_up():
             raise errors.PolicyRefused(
-                "production runs need a backup destination: no backup URL given",
-                hint="pass --backup-url s3://bucket/prefix/ (spec.backup.url)",
+                "production runs need a backup: no backup URL given and the backup method is "
+                "not restorePoint",
+                hint="pass --backup-url s3://bucket/prefix/ (spec.backup.url), or "
+                     "--backup-method restorePoint with WAL archiving (spec.backup.method)",
                 reason=reasons.BACKUP_REQUIRED,
             )
         if self.options.policy() == "restore" and not self.options.backup_url:
@@ -163,7 +190,8 @@ class _Run:
 
     def _locked(self, url: str, config: Config, conn: Connection,
                 held: lock.MigrationLock) -> RunResult:
-        the_plan = plan.build_plan_for(conn, config, target=self.options.target)
+        the_plan = plan.build_plan_for(conn, config, target=self.options.target,
+                                       phase=self.options.phase)
         conn.rollback()
         self._adopt(the_plan)
         self.reporter.emit("plan", plan=the_plan.to_dict())
@@ -174,8 +202,10 @@ class _Run:
         if the_plan.is_empty:
             return self._result("Succeeded", reasons.UP_TO_DATE,
                                 f"already at {self.from_revision or 'base'}: nothing to do")
-        if self.options.backup_url:
+        if self._backs_up():
             self._take_backup(url)
+        if self.options.backup_url:  # also beside a restore point: the copy is what it lacks
+            self._after_backup(url, the_plan)
         with contextlib.closing(Migrator(config, url, self.options,
                                          on_retry=self._retrying)) as migrator:
             return self._apply_stages(the_plan, migrator, held)
@@ -185,11 +215,14 @@ class _Run:
         undo = rollback.Rollback(
             migrator=migrator, database_url=migrator.database_url,
             from_revision=self.from_revision, boundaries=_boundaries(the_plan),
-            backup=self.backup, schema_before=schema_snapshot.take(migrator.connection),
-            reporter=self.reporter,
+            backup=restore_point.restorable(self.backup),
+            schema_before=schema_snapshot.take(migrator.connection),
+            reporter=self.reporter, copies=self.copies,
         )
+        expand_gate = compat_gate.ExpandGate.start(self.options.phase, migrator.witness)
         try:
             self._migrate(the_plan, migrator, held)
+            self._check_expand(expand_gate, migrator)
             self._verify(migrator)
         except _StageFailed as failure:
             return self._roll_back(undo, failure)
@@ -214,6 +247,7 @@ class _Run:
     # -- plan and gates ------------------------------------------------------------------------
 
     def _adopt(self, the_plan: Plan) -> None:
+        self.plan = the_plan
         self.from_revision = self.current = the_plan.from_revision
         self.target_revision = the_plan.target_revision
         self.plan_hash = the_plan.hash
@@ -229,6 +263,9 @@ class _Run:
                 hint="review the new plan (schemashift plan) and approve its hash",
                 reason=reasons.PLAN_STALE,
             )
+        refused = the_plan.refusal()  # expand/contract: this phase cannot run
+        if refused is not None:
+            raise refused
         if the_plan.is_empty and the_plan.from_revision != the_plan.target_revision:
             raise errors.PolicyRefused(
                 f"the database is at {the_plan.from_revision or 'base'}, not behind the target "
@@ -254,13 +291,38 @@ class _Run:
                 reason=reasons.INTEGRITY_CHECK_FAILED,
             )
 
+    def _backs_up(self) -> bool:
+        return bool(self.options.backup_url) or restore_point.uses_restore_point(
+            self.options.backup_method)
+
     def _take_backup(self, url: str) -> None:
+        if restore_point.uses_restore_point(self.options.backup_method):
+            self._phase("BackingUp", "creating a restore point and waiting until it is archived")
+            self.backup = restore_point.take(url, from_revision=self.from_revision,
+                                             wait_seconds=self.options.archive_wait_s,
+                                             reporter=self.reporter)
+            return
         assert self.options.backup_url is not None
         self._phase("BackingUp", f"backing up to {self.options.backup_url}")
+        deadline = self.options.deadline_seconds
         self.backup = backup_engine.take_backup(
             url, self.options.backup_url, from_revision=self.from_revision,
-            reporter=self.reporter,
+            reporter=self.reporter, deadline_at=None if deadline is None else
+            self.started + deadline,
         )
+
+    def _after_backup(self, url: str, the_plan: Plan) -> None:
+        """Issue 14: retention once the new backup is verified; the targeted copy of what the
+        plan drops or rewrites."""
+        assert self.options.backup_url is not None
+        if not restore_point.uses_restore_point(self.options.backup_method):
+            retention.after_backup(self.options, self.backup, self.reporter, url)
+        if the_plan.destroys:
+            self._phase("BackingUp", "copying what the plan drops or rewrites: "
+                        + ", ".join(d.where for d in the_plan.destroys))
+            self.copies = targeted_copy.take(url, self.options.backup_url, the_plan,
+                                             from_revision=self.from_revision,
+                                             reporter=self.reporter)
 
     # -- stages, verify, rollback --------------------------------------------------------------
 
@@ -296,6 +358,12 @@ class _Run:
         self._stage(status, "Failed", finishedAt=progress.now(), message=message)
         # The revision is stamped: its downgrade is the precise undo.
         raise _StageFailed(errors.MigrationFailed(f"stage {stage.name} {message}"), status)
+
+    def _check_expand(self, gate: compat_gate.ExpandGate | None, migrator: Migrator) -> None:
+        broken = gate.violations(migrator.witness) if gate is not None else None
+        if broken is not None:
+            raise _StageFailed(errors.MigrationFailed(broken, reason=reasons.INCOMPATIBLE_EXPAND),
+                               None)
 
     def _verify(self, migrator: Migrator) -> None:
         self._phase("Verifying", f"checking the database is at {self.target_revision}")
@@ -341,7 +409,8 @@ class _Run:
         reason = done.reason
         needs_human = done.reason in (reasons.ROLLBACK_FAILED, reasons.PARTIALLY_ROLLED_BACK)
         if not needs_human and cause_reason in (
-                reasons.LOCK_RETRIES_EXHAUSTED, reasons.VERIFY_FAILED, reasons.INTERRUPTED):
+                reasons.LOCK_RETRIES_EXHAUSTED, reasons.VERIFY_FAILED, reasons.INTERRUPTED,
+                reasons.INCOMPATIBLE_EXPAND):
             reason = cause_reason
         undone = ", ".join(done.undone) if done.undone else "nothing"
         message = (
@@ -380,6 +449,8 @@ class _Run:
     def _backup_note(self) -> str:
         if self.backup is None:
             return "no backup taken"
+        if self.backup.restorePoint:
+            return restore_point.note(self.backup)
         return f"verified backup at {self.backup.url}"
 
     def _password(self) -> str | None:
@@ -407,12 +478,17 @@ class _Run:
         if exit_code is None:
             exit_code = errors.EXIT_OK if outcome in ("Succeeded", "Planned") else \
                 errors.EXIT_FAILED
+        current = self._read_current()
+        pending = self.plan.pending_contract(current) if self.plan is not None else []
+        if pending and exit_code == errors.EXIT_OK:
+            message += (f"; contract revision(s) pending: {', '.join(pending)} (apply them with "
+                        "--phase contract once the previous release is gone)")
         return RunResult(
             outcome=outcome, reason=reason, message=redact.redact(message, self._password()),
             exitCode=exit_code, fromRevision=self.from_revision,
-            targetRevision=self.target_revision, currentRevision=self._read_current(),
+            targetRevision=self.target_revision, currentRevision=current,
             planHash=self.plan_hash, stages=self.stages, backup=self.backup,
-            undone=list(undone or []),
+            undone=list(undone or []), pendingContract=pending, targetedCopies=self.copies,
         )
 
     def _read_current(self) -> str | None:

@@ -11,6 +11,7 @@ the restore, and the comparison says what of the run is still in place.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -19,9 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from schemashift import reasons
-from schemashift.progress import BackupStatus, Reporter
+from schemashift.progress import BackupStatus, Reporter, TargetedCopy
 from schemashift.runner import backup as backup_engine
-from schemashift.runner import schema_reparse, schema_snapshot
+from schemashift.runner import copy_restore, schema_reparse, schema_snapshot
 from schemashift.runner.stages import Migrator, describe
 
 ObjectKey = tuple[str, str, str]
@@ -94,7 +95,9 @@ class Rollback:
     backup: BackupStatus | None
     schema_before: schema_snapshot.Snapshot
     reporter: Reporter
+    copies: list[TargetedCopy] = field(default_factory=list)  # issue 14: the run's copies
     _restored: bool = field(default=False, init=False)  # a restore was tried
+    _put_back: str = field(default="", init=False)  # what went back from the copies
 
     def run(self, policy: str, *,
             objects_before_stage: frozenset[ObjectKey] | None = None) -> RollbackOutcome:
@@ -105,6 +108,7 @@ class Rollback:
         leftovers = objects_before_stage is not None and bool(
             snapshot_objects(self.migrator.connection) - objects_before_stage)
         done = self._undo(policy, applied, leftovers)
+        self._void_uncommitted(applied)
         if done.reason == reasons.NOT_ROLLED_BACK:
             return done
         differences = self._differences()
@@ -147,10 +151,11 @@ class Rollback:
                                  "rollback policy is none: left as it is", applied)
         if policy == "restore":
             return self._restore_outcome("", applied)
-        problem = self._downgrade()
+        problem = self._downgrade() or self._put_back_copies(applied)
         if problem is None:
+            note = f", then {self._put_back}" if self._put_back else ""
             return self._outcome("RolledBack", reasons.ROLLED_BACK_DOWNGRADE,
-                                 "rolled back by running the downgrades", applied)
+                                 f"rolled back by running the downgrades{note}", applied)
         if self.backup is None:
             return self._outcome("Failed", reasons.ROLLBACK_FAILED,
                                  f"downgrade failed ({problem}) and there is no backup "
@@ -206,6 +211,24 @@ class Rollback:
         except Exception as exc:
             return describe(exc, self.migrator.database_url)
         return None
+
+    def _put_back_copies(self, downgraded: list[str]) -> str | None:
+        """The targeted copies of the downgraded revisions that their downgrade did not put
+        back (a hand-written one); None when done."""
+        if not self.copies:
+            return None
+        try:
+            self._put_back = copy_restore.put_back_run(
+                self.database_url, self.copies, downgraded=downgraded, reporter=self.reporter)
+        except Exception as exc:
+            return "putting back the targeted copies failed: " + describe(
+                exc, self.migrator.database_url)
+        return None
+
+    def _void_uncommitted(self, applied: list[str]) -> None:
+        if self.copies:
+            with contextlib.suppress(Exception):  # bookkeeping: never fails the rollback
+                copy_restore.void_uncommitted(self.database_url, self.copies, applied)
 
     def _restore(self) -> str | None:
         """Everything in the database replaced by the backup, in one transaction."""

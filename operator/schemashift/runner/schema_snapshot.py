@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from schemashift.runner import copy_catalog
+
 VERSION_TABLE = "alembic_version"
 MAX_LISTED = 25
 
@@ -23,7 +25,10 @@ Snapshot = Mapping[Key, tuple[str, Attributes]]  # key -> (parent table or "", a
 # (kind, name, parent, attribute, was, now) -> the two texts print the same thing
 Same = Callable[[str, str, str, str, str, str], bool]
 
-_USER_SCHEMA = "{n}.nspname <> 'information_schema' AND {n}.nspname NOT LIKE 'pg\\_%'"
+# schemashift's catalog of targeted copies (runner/copy_catalog.py) is bookkeeping, like the
+# version table: created by the run before this snapshot, it may be gone after a restore.
+_USER_SCHEMA = ("{n}.nspname <> 'information_schema' AND {n}.nspname NOT LIKE 'pg\\_%' "
+                f"AND {{n}}.nspname <> '{copy_catalog.SCHEMA}'")
 _NOT_EXTENSION_MEMBER = ("NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = "
                          "'{catalog}'::regclass AND e.objid = {oid} AND e.deptype = 'e')")
 

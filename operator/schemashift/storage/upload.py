@@ -75,15 +75,17 @@ class MultipartUpload:
         return cls(store, target, response["UploadId"])
 
     def send(self, stream: IO[bytes], on_progress: Callable[[int], None],
-             on_wait: Callable[[float], None] | None = None) -> UploadedStream:
+             on_wait: Callable[[float], None] | None = None, *,
+             concurrency: int = UPLOAD_CONCURRENCY) -> UploadedStream:
         """Upload `stream` to its end; `on_progress(bytes_so_far)` is called as data arrives,
-        `on_wait(idle_seconds)` while the store has accepted nothing for a while."""
+        `on_wait(idle_seconds)` while the store has accepted nothing for a while. At most
+        `concurrency` parts are in flight (and `concurrency` + 1 part buffers in memory)."""
         hasher = hashlib.sha256()
         total = 0
         number = 0
         buffers = _Buffers()
         pending: deque[tuple[Future[dict[str, Any]], bytearray | None]] = deque()
-        with ThreadPoolExecutor(UPLOAD_CONCURRENCY, thread_name_prefix="s3-part") as pool:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="s3-part") as pool:
             try:
                 while True:
                     number += 1
@@ -101,7 +103,7 @@ class MultipartUpload:
                         # Only the last part is short: it alone is copied, and its buffer freed.
                         body = buffer if filled == len(buffer) else bytearray(view[:filled])
                     total += filled
-                    while len(pending) >= UPLOAD_CONCURRENCY:
+                    while len(pending) >= concurrency:
                         self._collect(*pending.popleft(), buffers, on_wait)
                     self._moved.touch()  # time spent reading the stream is not the store's
                     pending.append((pool.submit(self._upload_part, number, body),

@@ -8,12 +8,9 @@ garbage collector and in-cluster clients behave as in a cluster:
 - runs the first container's ``command`` + ``args`` (``$(VAR)`` expanded) as a process in its own
   process group; the image is ignored, the command resolves through ``PATH`` of the test process
   (so ``python``, ``schemashift`` … come from this checkout's environment);
-- environment, lowest precedence first: a few variables of the test process (PATH, HOME, LANG,
-  VIRTUAL_ENV, PYTHONPATH, …) and ``extra_env`` (think "the image's ENV"), the service variables
-  (``KUBERNETES_SERVICE_HOST``/``_PORT``), ``envFrom`` (secretRef/configMapRef, ``prefix``), then
-  ``env`` (``value``, ``secretKeyRef``, ``configMapKeyRef``, ``fieldRef``; ``optional`` honoured;
-  a missing non-optional source keeps the container Waiting with CreateContainerConfigError, as a
-  kubelet does, and is retried);
+- environment as a kubelet resolves it (:mod:`.pod_env`; ``extra_env`` stands for the image's
+  ENV); a missing non-optional source keeps the container Waiting with CreateContainerConfigError
+  and is retried;
 - ServiceAccount token: when the ServiceAccount admission plugin mounted the projected token
   volume, the kubelet requests a token bound to the pod (TokenRequest, like the kubelet's
   projection) and writes ``token``, ``ca.crt`` and ``namespace`` to a per-pod directory;
@@ -27,18 +24,9 @@ garbage collector and in-cluster clients behave as in a cluster:
 - ``activeDeadlineSeconds``: the process is killed and the pod Failed with reason
   DeadlineExceeded.
 
-How a process finds its token and termination-message file — the most faithful way available:
-
-- Running as root with mount namespaces (``unshare``), each process gets a private mount
-  namespace in which the per-pod token directory is bind-mounted on the container's mount path
-  (``/var/run/secrets/kubernetes.io/serviceaccount``) and the per-pod message file on its
-  ``terminationMessagePath`` (``/dev/termination-log``). So ``config.load_incluster_config()``,
-  kopf and a runner writing ``/dev/termination-log`` work unmodified. The host only gets the
-  empty mount points (both on tmpfs-like file systems); they are deliberately left in place,
-  because another test session's kubelet may be using them at the same moment. The host never
-  sees pod data.
-- Always, in addition (and the only way without mount namespaces): ``SCHEMASHIFT_SA_DIR`` names
-  the token directory and ``SCHEMASHIFT_TERMINATION_MESSAGE_PATH`` the message file.
+How a process finds its token and termination-message file: :mod:`.pod_mounts` (bind mounts in
+a private mount namespace when running as root, plus ``SCHEMASHIFT_SA_DIR`` /
+``SCHEMASHIFT_TERMINATION_MESSAGE_PATH``). Pod status: :mod:`.pod_status`; the Node: :mod:`.node`.
 
 Not modelled: init/sidecar containers (only the first container runs), volumes other than the
 token, probes, resources, node selection (every pod fits the one node), token refresh (tokens
@@ -51,20 +39,14 @@ endpoint is served over mutual TLS (:mod:`.kubelet_api`), advertised in the Node
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import datetime as dt
-import json
 import logging
 import os
-import re
-import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,87 +55,13 @@ from kubernetes.client.exceptions import ApiException
 
 from .controlplane import KUBELET_CLIENT_USER, ControlPlane
 from .kubelet_api import ContainerLog, KubeletServer, LogUnavailable, instance_log
-
-SA_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
-TOKEN_SECONDS = 3607  # what the kubelet requests for projected tokens
-MAX_MESSAGE_BYTES = 4096
-FALLBACK_LOG_LINES = 80
-INHERITED_ENV = (
-    "PATH",
-    "HOME",
-    "LANG",
-    "LC_ALL",
-    "TMPDIR",
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
-    "PYTHONDONTWRITEBYTECODE",
-    "SSL_CERT_FILE",
-)
-_UNSHARE = ["unshare", "--mount", "--propagation", "private", "--"]
-# Binds "$1" on "$2" for each pair up to "--", then execs the command: runs inside `unshare -m`.
-_MOUNT_SCRIPT = (
-    'set -e; while [ "$1" != "--" ]; do mount --bind "$1" "$2"; shift 2; done; shift; exec "$@"'
-)
+from .node import register_node
+from .pod_env import EnvError, PodEnvironment, expand
+from .pod_mounts import PodFiles, mount_namespaces_work
+from .pod_run import PodRun, now, tail
+from .pod_status import PodStatusWriter, terminated_state
 
 log = logging.getLogger("schemashift.testbed.kubelet")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _expand(value: str, env: Mapping[str, str]) -> str:
-    """Kubernetes `$(VAR)` expansion: `$$` escapes, unknown references stay as written."""
-
-    def repl(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        return env.get(match.group(1), match.group(0))
-
-    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)", repl, value)
-
-
-class EnvError(Exception):
-    """A referenced Secret/ConfigMap/key is missing and not optional."""
-
-
-@dataclass
-class PodRun:
-    """What the kubelet knows about one pod it runs."""
-
-    uid: str
-    namespace: str
-    name: str
-    directory: Path
-    container: str
-    image: str
-    proc: subprocess.Popen[bytes] | None = None
-    started_at: str = ""
-    pod_started_at: float = 0.0  # monotonic, for activeDeadlineSeconds
-    restarts: int = 0
-    log_starts: list[int] = field(default_factory=list)  # where each instance's output begins
-    restart_at: float = 0.0
-    last_terminated: dict[str, Any] | None = None
-    kill_at: float | None = None  # SIGKILL time once SIGTERM was sent
-    deadline_exceeded: bool = False
-    terminal: bool = False
-    start_time: str = field(default_factory=_now)  # the pod's status.startTime
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def log_file(self) -> Path:
-        return self.directory / f"{self.container}.log"
-
-    @property
-    def message_file(self) -> Path:
-        return self.directory / "termination-log"
-
-    @property
-    def sa_dir(self) -> Path:
-        return self.directory / "serviceaccount"
 
 
 class ProcessKubelet:
@@ -180,14 +88,19 @@ class ProcessKubelet:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._reported: dict[str, str] = {}
-        self.use_mount_namespaces = self._mount_namespaces_work()
+        self._env = PodEnvironment(self._core, plane.port, self.extra_env)
+        self._files = PodFiles(self._core, plane.ca_file, mount_namespaces_work())
+        self._status = PodStatusWriter(self._core)
         self.api_server = KubeletServer(
             serving=plane.serving_certificate("kubelet", ips=["127.0.0.1"], dns=[node_name]),
             client_ca=plane.ca_file,
             allowed_user=KUBELET_CLIENT_USER,
             lookup=self._container_log,
         )
+
+    @property
+    def use_mount_namespaces(self) -> bool:
+        return self._files.use_namespaces
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -198,7 +111,7 @@ class ProcessKubelet:
         log.setLevel(logging.INFO)
         log.propagate = False  # the pytest output stays quiet; the file has everything
         self.api_server.start()
-        self._register_node()
+        register_node(self._api, self.node_name, self.api_server.port)
         for target in (self._sync_loop, self._watch_loop):
             thread = threading.Thread(target=target, name=f"kubelet-{target.__name__}", daemon=True)
             thread.start()
@@ -265,57 +178,11 @@ class ProcessKubelet:
 
     def logs(self, lines: int = 40) -> str:
         """The kubelet's log tail and each pod's output tail, for a failed test's report."""
-        parts = [f"--- kubelet ({self.log_file}) ---", _tail(self.log_file, lines)]
+        parts = [f"--- kubelet ({self.log_file}) ---", tail(self.log_file, lines)]
         for run in list(self.runs.values())[-10:]:
             parts += [f"--- pod {run.namespace}/{run.name} ({run.log_file}) ---"]
-            parts += [_tail(run.log_file, lines)]
+            parts += [tail(run.log_file, lines)]
         return "\n".join(parts)
-
-    # -- node ----------------------------------------------------------------------------------
-
-    def _register_node(self) -> None:
-        labels = {
-            "kubernetes.io/hostname": self.node_name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-        }
-        node = client.V1Node(metadata=client.V1ObjectMeta(name=self.node_name, labels=labels))
-        with contextlib.suppress(ApiException):  # 409: left over from an earlier kubelet
-            self._core.create_node(node)
-        capacity = {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "20Gi"}
-        version = client.VersionApi(self._api).get_code().git_version
-        status = {
-            "capacity": capacity,
-            "allocatable": capacity,
-            "addresses": [
-                {"type": "InternalIP", "address": "127.0.0.1"},
-                {"type": "Hostname", "address": self.node_name},
-            ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.api_server.port}},
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "process kubelet is posting ready status",
-                    "lastHeartbeatTime": _now(),
-                    "lastTransitionTime": _now(),
-                }
-            ],
-            "nodeInfo": {
-                "kubeletVersion": version,
-                "kubeProxyVersion": "",
-                "operatingSystem": "linux",
-                "architecture": "amd64",
-                "containerRuntimeVersion": "process://0",
-                "kernelVersion": os.uname().release,
-                "osImage": "schemashift test bed",
-                "machineID": "",
-                "systemUUID": "",
-                "bootID": "",
-            },
-        }
-        self._core.patch_node_status(self.node_name, {"status": status})
 
     # -- loops ---------------------------------------------------------------------------------
 
@@ -430,13 +297,15 @@ class ProcessKubelet:
     def _start_process(self, pod: Any, run: PodRun) -> None:
         container = pod.spec.containers[0]
         try:
-            env = self._environment(pod, container, run)
+            env = self._env.base(pod)
+            env.update(self._files.environment(pod, container, run))
+            env = self._env.container(pod, container, env)
         except EnvError as exc:
             run.proc = None
             self._report(pod, run, waiting=("CreateContainerConfigError", str(exc)))
             run.restart_at = time.monotonic() + 1  # retry: the Secret may be created later
             return
-        argv = [_expand(a, env) for a in [*(container.command or []), *(container.args or [])]]
+        argv = [expand(a, env) for a in [*(container.command or []), *(container.args or [])]]
         if not argv:
             self._report(
                 pod,
@@ -450,7 +319,7 @@ class ProcessKubelet:
             return
         run.message_file.write_text("")
         log.info("starting %s/%s: %s", run.namespace, run.name, argv)
-        argv = self._wrap_mounts(pod, container, run, argv)
+        argv = self._files.wrap(container, run, argv)
         workdir = container.working_dir
         cwd = workdir if workdir and Path(workdir).is_dir() else run.directory
         with run.log_file.open("ab") as out:
@@ -465,7 +334,7 @@ class ProcessKubelet:
                 start_new_session=True,  # a process group: signals reach its children too
             )
         run.log_starts.append(start)
-        run.started_at = _now()
+        run.started_at = now()
         run.kill_at = None
         threading.Thread(target=self._wait_exit, args=(run.proc,), daemon=True).start()
         log.info("started %s/%s (pid %d)", run.namespace, run.name, run.proc.pid)
@@ -476,7 +345,7 @@ class ProcessKubelet:
         self._wake.set()
 
     def _handle_exit(self, pod: Any, run: PodRun) -> None:
-        terminated = self._terminated_state(pod, run)
+        terminated = terminated_state(pod, run)
         policy = pod.spec.restart_policy or "Always"
         if policy == "Always" or (policy == "OnFailure" and terminated["exitCode"] != 0):
             run.last_terminated = terminated
@@ -489,26 +358,6 @@ class ProcessKubelet:
         phase = "Succeeded" if terminated["exitCode"] == 0 else "Failed"
         self._report(pod, run, terminated=terminated, phase=phase)
 
-    def _terminated_state(self, pod: Any, run: PodRun) -> dict[str, Any]:
-        assert run.proc is not None
-        code = run.proc.returncode
-        exit_code = 128 - code if code < 0 else code  # killed by signal N: 128+N, as runtimes do
-        message = run.message_file.read_bytes()[:MAX_MESSAGE_BYTES].decode(errors="replace")
-        container = pod.spec.containers[0]
-        fallback = container.termination_message_policy == "FallbackToLogsOnError"
-        if not message and exit_code != 0 and fallback:
-            message = _tail(run.log_file, FALLBACK_LOG_LINES)[-2048:]
-        state: dict[str, Any] = {
-            "exitCode": exit_code,
-            "reason": "Completed" if exit_code == 0 else "Error",
-            "startedAt": run.started_at,
-            "finishedAt": _now(),
-            "containerID": f"process://{run.proc.pid}",
-        }
-        if message:
-            state["message"] = message
-        return state
-
     # -- deadline and deletion -------------------------------------------------------------------
 
     def _deadline_passed(self, pod: Any, run: PodRun) -> bool:
@@ -519,7 +368,7 @@ class ProcessKubelet:
         run.deadline_exceeded = True
         if self._terminate(run, pod.spec.termination_grace_period_seconds):
             return  # still stopping; the exit wakes us
-        terminated = self._terminated_state(pod, run) if run.proc is not None else None
+        terminated = terminated_state(pod, run) if run.proc is not None else None
         run.terminal = True
         self._report(
             pod,
@@ -537,7 +386,7 @@ class ProcessKubelet:
         if run is not None and not run.terminal and run.proc is not None:
             # Since 1.27 a kubelet reports a terminal phase before the pod goes away; the Job
             # controller counts the pod from it.
-            terminated = self._terminated_state(pod, run)
+            terminated = terminated_state(pod, run)
             run.terminal = True
             phase = "Succeeded" if terminated["exitCode"] == 0 else "Failed"
             with contextlib.suppress(ApiException):
@@ -574,239 +423,7 @@ class ProcessKubelet:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(run.proc.pid, sig)
 
-    # -- status ------------------------------------------------------------------------------
-
-    def _report(
-        self,
-        pod: Any,
-        run: PodRun,
-        *,
-        waiting: tuple[str, str] | None = None,
-        terminated: dict[str, Any] | None = None,
-        phase: str | None = None,
-        reason: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        """Patch pods/status; skipped when nothing changed since the last report."""
-        if terminated is not None:
-            state: dict[str, Any] = {"terminated": terminated}
-        elif waiting is not None:
-            state = {"waiting": {"reason": waiting[0], "message": waiting[1]}}
-        else:
-            state = {"running": {"startedAt": run.started_at}}
-        running = "running" in state
-        ready = "True" if running else "False"
-        container_status: dict[str, Any] = {
-            "name": run.container,
-            "image": run.image,
-            "imageID": "",
-            "ready": running,
-            "started": running,
-            "restartCount": run.restarts,
-            "state": state,
-        }
-        if run.last_terminated:
-            container_status["lastState"] = {"terminated": run.last_terminated}
-        if run.proc is not None:
-            container_status["containerID"] = f"process://{run.proc.pid}"
-        conditions = [
-            {"type": t, "status": s, "lastTransitionTime": _now()}
-            for t, s in (
-                ("PodReadyToStartContainers", "True"),
-                ("Initialized", "True"),
-                ("ContainersReady", ready),
-                ("Ready", ready),
-            )
-        ]
-        status: dict[str, Any] = {
-            "phase": phase or ("Running" if running else "Pending"),
-            "hostIP": "127.0.0.1",
-            "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
-            "startTime": run.start_time,
-            "containerStatuses": [container_status],
-            "reason": reason,
-            "message": message,
-        }
-        key = json.dumps(
-            [status["phase"], state, run.restarts, reason], sort_keys=True, default=str
-        )
-        if self._reported.get(run.uid) == key:
-            return
-        self._core.patch_namespaced_pod_status(
-            pod.metadata.name,
-            pod.metadata.namespace,
-            {"status": {**status, "conditions": conditions}},
-        )
-        self._reported[run.uid] = key
-        log.info("status %s/%s: %s %s", run.namespace, run.name, status["phase"], state)
-
-    # -- environment ---------------------------------------------------------------------------
-
-    def _environment(self, pod: Any, container: Any, run: PodRun) -> dict[str, str]:
-        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-        env.update(self.extra_env)
-        port = str(self.plane.port)
-        env.update(
-            KUBERNETES_SERVICE_HOST="127.0.0.1",
-            KUBERNETES_SERVICE_PORT=port,
-            KUBERNETES_SERVICE_PORT_HTTPS=port,
-            HOSTNAME=pod.metadata.name,
-            SCHEMASHIFT_TERMINATION_MESSAGE_PATH=str(run.message_file),
-        )
-        if self._sa_mount(container) is not None:
-            self._write_token(pod, run)
-            env["SCHEMASHIFT_SA_DIR"] = str(run.sa_dir)
-        for source in container.env_from or []:
-            prefix = source.prefix or ""
-            for key, value in self._env_from(pod.metadata.namespace, source).items():
-                env[prefix + key] = value
-        for var in container.env or []:
-            resolved = self._env_value(pod, var, env)
-            if resolved is not None:
-                env[var.name] = resolved
-        return env
-
-    def _env_from(self, namespace: str, source: Any) -> dict[str, str]:
-        if source.secret_ref is not None:
-            ref = source.secret_ref
-            data = self._secret_data(namespace, ref.name, bool(ref.optional))
-        elif source.config_map_ref is not None:
-            ref = source.config_map_ref
-            data = self._config_map_data(namespace, ref.name, bool(ref.optional))
-        else:
-            return {}
-        return data or {}
-
-    def _env_value(self, pod: Any, var: Any, env: Mapping[str, str]) -> str | None:
-        source = var.value_from
-        if source is None:
-            return _expand(var.value or "", env)
-        namespace = pod.metadata.namespace
-        for ref, read in (
-            (source.secret_key_ref, self._secret_data),
-            (source.config_map_key_ref, self._config_map_data),
-        ):
-            if ref is None:
-                continue
-            data = read(namespace, ref.name, bool(ref.optional))
-            if data is not None and ref.key in data:
-                return data[ref.key]
-            if ref.optional:
-                return None
-            raise EnvError(f"couldn't find key {ref.key} in {ref.name}")
-        if source.field_ref is not None:
-            return _field(pod, source.field_ref.field_path)
-        return None  # resourceFieldRef: resources are not modelled
-
-    def _secret_data(self, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
-        secret = self._read_source(self._core.read_namespaced_secret, "secret", namespace, name,
-                                   optional)
-        if secret is None:
-            return None
-        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
-
-    def _config_map_data(self, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
-        config_map = self._read_source(self._core.read_namespaced_config_map, "configmap",
-                                       namespace, name, optional)
-        return None if config_map is None else dict(config_map.data or {})
-
-    @staticmethod
-    def _read_source(read: Callable[[str, str], Any], kind: str, namespace: str, name: str,
-                     optional: bool) -> Any:
-        """A Secret or ConfigMap an env var refers to; None when it is missing but optional."""
-        try:
-            return read(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404 and optional:
-                return None
-            if exc.status == 404:
-                raise EnvError(f'{kind} "{name}" not found') from exc
-            raise
-
-    # -- service account token and mounts ----------------------------------------------------------
-
-    @staticmethod
-    def _sa_mount(container: Any) -> str | None:
-        """The token's mount path if the ServiceAccount admission plugin added its volume."""
-        for mount in container.volume_mounts or []:
-            if mount.mount_path == SA_MOUNT_PATH or mount.name.startswith("kube-api-access-"):
-                return str(mount.mount_path)
-        return None
-
-    def _write_token(self, pod: Any, run: PodRun) -> None:
-        """As the kubelet projects it: a token bound to this pod, the cluster CA, the namespace."""
-        request = client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(
-                audiences=[],
-                expiration_seconds=TOKEN_SECONDS,
-                bound_object_ref=client.V1BoundObjectReference(
-                    api_version="v1", kind="Pod", name=pod.metadata.name, uid=pod.metadata.uid
-                ),
-            )
-        )
-        sa = pod.spec.service_account_name or "default"
-        token = self._core.create_namespaced_service_account_token(
-            sa, pod.metadata.namespace, request
-        ).status.token
-        run.sa_dir.mkdir(exist_ok=True)
-        (run.sa_dir / "token").write_text(token)
-        shutil.copyfile(self.plane.ca_file, run.sa_dir / "ca.crt")
-        (run.sa_dir / "namespace").write_text(pod.metadata.namespace)
-
-    def _wrap_mounts(self, pod: Any, container: Any, run: PodRun, argv: list[str]) -> list[str]:
-        if not self.use_mount_namespaces:
-            return argv
-        binds: list[str] = []
-        if (sa_path := self._sa_mount(container)) is not None:
-            self._ensure_mount_point(Path(sa_path), directory=True)
-            binds += [str(run.sa_dir), sa_path]
-        message_path = container.termination_message_path or "/dev/termination-log"
-        self._ensure_mount_point(Path(message_path), directory=False)
-        binds += [str(run.message_file), message_path]
-        return [*_UNSHARE, "/bin/sh", "-c", _MOUNT_SCRIPT, "sh", *binds, "--", *argv]
-
-    @staticmethod
-    def _ensure_mount_point(path: Path, *, directory: bool) -> None:
-        """An empty mount point on the host (exist_ok: kubelets of parallel sessions race)."""
-        if directory:
-            path.mkdir(parents=True, exist_ok=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(exist_ok=True)
-
-    @staticmethod
-    def _mount_namespaces_work() -> bool:
-        if os.geteuid() != 0 or shutil.which("unshare") is None:
-            return False
-        probe = [*_UNSHARE, "/bin/sh", "-c", "mount --bind / /mnt"]
-        return subprocess.run(probe, capture_output=True, check=False).returncode == 0
-
-
-def _field(pod: Any, path: str) -> str | None:
-    """fieldRef values a kubelet resolves (downward API)."""
-    simple: dict[str, str | None] = {
-        "metadata.name": pod.metadata.name,
-        "metadata.namespace": pod.metadata.namespace,
-        "metadata.uid": pod.metadata.uid,
-        "spec.nodeName": pod.spec.node_name,
-        "spec.serviceAccountName": pod.spec.service_account_name,
-        "status.hostIP": "127.0.0.1",
-        "status.hostIPs": "127.0.0.1",
-        "status.podIP": "127.0.0.1",
-        "status.podIPs": "127.0.0.1",
-    }
-    if path in simple:
-        return simple[path]
-    match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
-    if match:
-        values = getattr(pod.metadata, match.group(1)) or {}
-        return str(values.get(match.group(2), ""))
-    return None
-
-
-def _tail(path: Path, lines: int) -> str:
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    def _report(self, pod: Any, run: PodRun, **state: Any) -> None:
+        written = self._status.report(pod, run, **state)
+        if written is not None:
+            log.info("status %s/%s: %s", run.namespace, run.name, written)
