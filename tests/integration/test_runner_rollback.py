@@ -110,6 +110,9 @@ def test_policy_none_stops_where_it_failed(database_url: str, tmp_path: Path) ->
     assert revision(database_url) == "b2"
     assert tables(database_url) == {"alembic_version", "patients"}  # c3's transaction undone
     assert "email" in columns(database_url, "patients")
+    # Nothing was rolled back, so no RollingBack phase is shown (a watcher would wait for it).
+    assert [e["phase"] for e in run.of("phase")][-1] == "Failed"
+    assert "RollingBack" not in {e["phase"] for e in run.of("phase")}
 
 
 def test_first_stage_failing_leaves_the_database_untouched(
