@@ -27,7 +27,6 @@ from tests.e2e.operator_fixtures import RBAC_DIR, Migrations
 from tests.e2e.rights import SELF_REVIEWS, granted, rights
 from tests.e2e.testbed.controlplane import ControlPlane, free_port
 from tests.e2e.testbed.kubelet import ProcessKubelet
-from tests.unit.test_chart import find_helm
 
 pytestmark = pytest.mark.e2e
 
@@ -44,13 +43,6 @@ PLAIN_INSTALL = [
     "manifests/rbac/migration-job.yaml",
 ]
 
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    found = find_helm()
-    if not found:
-        pytest.skip("helm not built yet: run `python tools/build_testbed.py` (CI does it first)")
-    return found
 
 
 def run_helm(

@@ -22,7 +22,6 @@ from tests.e2e.testbed.controlplane import ControlPlane
 from tests.fixtures import runner_cli
 from tests.fixtures.histories import Revision, write_history
 from tests.fixtures.postgres import PgServer
-from tests.unit.test_chart import find_helm
 
 pytestmark = pytest.mark.e2e
 
@@ -47,13 +46,6 @@ FAILING_CONTRACT = Revision("c2", "drop name, then fail", """
 """, 'op.add_column("p", sa.Column("name", sa.Text))')
 PHASES = {"e1": "expand", "e2": "expand", "c1": "contract", "c2": "contract"}
 
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    found = find_helm()
-    if not found:
-        pytest.skip("helm not built yet: run `python tools/build_testbed.py` (CI does it first)")
-    return found
 
 
 def history(base: Path, revisions: list[Revision]) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -33,21 +32,6 @@ RESTRICTED_CONTAINER = {
 
 Render = Callable[..., list[dict[str, Any]]]
 
-
-def find_helm() -> str | None:
-    if explicit := os.environ.get("SCHEMASHIFT_HELM"):
-        return explicit
-    base = Path(os.environ.get("SCHEMASHIFT_ENVTEST_DIR") or "~/.cache/schemashift/envtest")
-    built = sorted(base.expanduser().glob("*/helm"))
-    return str(built[-1]) if built else shutil.which("helm")
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    found = find_helm()
-    if not found:
-        pytest.skip("helm not built yet: run `python tools/build_testbed.py` (CI does it first)")
-    return found
 
 
 def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:

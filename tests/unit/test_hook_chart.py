@@ -23,18 +23,9 @@ from tests.unit.test_chart import (
     RESTRICTED_CONTAINER,
     Render,
     by_kind,
-    find_helm,
     load_dir,
     run_helm,
 )
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    found = find_helm()
-    if not found:
-        pytest.skip("helm not built yet: run `python tools/build_testbed.py` (CI does it first)")
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -116,14 +116,7 @@ def split(conn: Connection, migration: ops.MigrationScript, enums: list[EnumDelt
         splitter.top(op)
     for delta in enums:
         (splitter.expand if _additive(delta) else splitter.contract).enums.append(delta)
-    unused = sorted(f"{t}.{c}" for t, c in splitter.backfills)
-    if unused:
-        raise errors.UsageError(
-            f"--backfill {', '.join(unused)}: no such new NOT NULL column (without a server "
-            "default) in the changes, on a table that already exists",
-            hint="name a column the models add as nullable=False to an existing table, as "
-                 "TABLE.COLUMN (schema.table.column outside the default schema)",
-            reason=reasons.INVALID_INPUT)
+    safe.refuse_unused_backfills(splitter.backfills)
     return [part for part in (splitter.expand, splitter.contract) if not part.is_empty]
 
 

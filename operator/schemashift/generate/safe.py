@@ -78,10 +78,15 @@ def make_safe(conn: Connection, migration: ops.MigrationScript,
     rewriter = _Rewriter(conn, live, {(b.table, b.column): b for b in backfills})
     rewriter.container(upgrade, "upgrade")
     rewriter.container(downgrade, "downgrade")
-    unused = sorted(f"{key[0]}.{key[1]}" for key in rewriter.backfills)
-    if unused:
+    refuse_unused_backfills(rewriter.backfills)
+
+
+def refuse_unused_backfills(unused: Iterable[tuple[str, str]]) -> None:
+    """A --backfill naming no column the change adds NOT NULL to an existing table."""
+    names = sorted(f"{table}.{column}" for table, column in unused)
+    if names:
         raise errors.UsageError(
-            f"--backfill {', '.join(unused)}: no such new NOT NULL column (without a server "
+            f"--backfill {', '.join(names)}: no such new NOT NULL column (without a server "
             "default) in the changes, on a table that already exists",
             hint="name a column the models add as nullable=False to an existing table, as "
                  "TABLE.COLUMN (schema.table.column outside the default schema)",

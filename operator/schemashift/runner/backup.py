@@ -263,12 +263,17 @@ def _verify(store: s3.ObjectStore, partial: s3.S3Url, uploaded: UploadedStream,
         problems.append("sha256 read back differs from the one computed while uploading")
     if returncode != 0:  # an empty database has an empty TOC: parsing is what counts
         problems.append(f"pg_restore --list cannot parse it: {stderr.text() or 'no message'}")
+    refuse_unverified(str(partial), problems)
+    return listing.lines
+
+
+def refuse_unverified(what: str, problems: list[str]) -> None:
+    """A backup whose read-back found problems is never recorded as one."""
     if problems:
         raise errors.MigrationFailed(
-            f"backup {partial} failed verification: {'; '.join(problems)}",
+            f"backup {what} failed verification: {'; '.join(problems)}",
             hint="check the object store's health; nothing was recorded as a backup",
             reason=reasons.BACKUP_VERIFY_FAILED)
-    return listing.lines
 
 
 def _delete_quietly(store: s3.ObjectStore, url: s3.S3Url) -> None:

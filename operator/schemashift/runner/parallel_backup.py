@@ -193,11 +193,7 @@ def _verify_toc(store: s3.ObjectStore, prefix: s3.S3Url, found: list[Part],
                                 for n in names))
     if missing:
         problems.append(f"no part holds the data of TOC entries {', '.join(missing[:10])}")
-    if problems:
-        raise errors.MigrationFailed(
-            f"backup under {prefix} failed verification: {'; '.join(problems)}",
-            hint="check the object store's health; nothing was recorded as a backup",
-            reason=reasons.BACKUP_VERIFY_FAILED)
+    layout.refuse_unverified(f"under {prefix}", problems)
     return len(entries)
 
 

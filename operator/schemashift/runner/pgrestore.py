@@ -43,15 +43,21 @@ class Meter(Protocol):
     def emit(self, state: str, done: int, **extra: object) -> None: ...
 
 
-def restore_directory(directory: Path, info: s3.ObjectInfo, *, database_url: str, clean: bool,
-                      jobs: int, meter: Meter, pg_bin_dir: Path | None) -> None:
-    """Restore a checked local copy of a directory-format backup (`info`: its manifest)."""
+def _tools(database_url: str, pg_bin_dir: Path | None,
+           clean: bool) -> tuple[Path, str, dict[str, str], list[str], str]:
+    """pg_restore, the connection (dbname, env), psql reading SQL from stdin, the clean prelude."""
     pg_restore = pgtools.find_pg_tool("pg_restore", pg_bin_dir)
     psql = pgtools.find_pg_tool("psql", pg_bin_dir)
     dbname, env = pgtools.connection_args(database_url)
     psql_args = [str(psql), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
                  f"--dbname={dbname}", "--file=-"]
-    prelude = cleanup_sql() if clean else ""
+    return pg_restore, dbname, env, psql_args, cleanup_sql() if clean else ""
+
+
+def restore_directory(directory: Path, info: s3.ObjectInfo, *, database_url: str, clean: bool,
+                      jobs: int, meter: Meter, pg_bin_dir: Path | None) -> None:
+    """Restore a checked local copy of a directory-format backup (`info`: its manifest)."""
+    pg_restore, dbname, env, psql_args, prelude = _tools(database_url, pg_bin_dir, clean)
     failure = _Failure(database_url, info, jobs)
     if jobs == 1:
         _Atomic(None, info, "", meter, failure).run(
@@ -69,12 +75,7 @@ def run_restore(store: s3.ObjectStore, info: s3.ObjectInfo, *, expected_sha256: 
                 database_url: str, clean: bool, jobs: int, meter: Meter,
                 pg_bin_dir: Path | None) -> None:
     """Restore `info` into the database; with `clean`, first drop every user object."""
-    pg_restore = pgtools.find_pg_tool("pg_restore", pg_bin_dir)
-    psql = pgtools.find_pg_tool("psql", pg_bin_dir)
-    dbname, env = pgtools.connection_args(database_url)
-    psql_args = [str(psql), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
-                 f"--dbname={dbname}", "--file=-"]
-    prelude = cleanup_sql() if clean else ""
+    pg_restore, dbname, env, psql_args, prelude = _tools(database_url, pg_bin_dir, clean)
     meter.emit("InProgress", 0)
     failure = _Failure(database_url, info, jobs)
     if jobs == 1:
