@@ -9,6 +9,8 @@ and the generator all import it.
 
 from __future__ import annotations
 
+from alembic.operations import ops
+
 EXPAND = "expand"
 CONTRACT = "contract"
 ALL = "all"
@@ -27,4 +29,14 @@ def marker_problem(value: object) -> str | None:
     return f"must be {' or '.join(map(repr, MARKS))}, not {value!r}"
 
 
-__all__ = ["ALL", "CHOICES", "CONTRACT", "EXPAND", "KEY", "MARKS", "marker_problem"]
+def drops_default_of_not_null(op: ops.AlterColumnOp) -> bool:
+    """DROP DEFAULT (Alembic's `server_default=None`) on a column the revision states NOT NULL
+    and does not make nullable: the old release's INSERTs that leave the column out fail, so
+    it is contract work (the generator's split, generate/phases.py, and the plan's
+    classification, plan/compat.py)."""
+    return (op.modify_server_default is None and op.existing_nullable is False
+            and op.modify_nullable is not True)
+
+
+__all__ = ["ALL", "CHOICES", "CONTRACT", "EXPAND", "KEY", "MARKS", "drops_default_of_not_null",
+           "marker_problem"]

@@ -177,6 +177,52 @@ def test_expand_that_breaks_old_code_unseen_by_the_plan_is_rolled_back(
     assert columns(database_url, "p") == ["id", "name", "fax"]
 
 
+FAX_DEFAULT = Revision(
+    "d1", "fax defaults to none",
+    'op.alter_column("p", "fax", server_default="none", existing_type=sa.Text, '
+    'existing_nullable=False)',
+    'op.alter_column("p", "fax", server_default=None, existing_type=sa.Text, '
+    'existing_nullable=False)')
+
+
+def test_dropping_the_default_of_a_not_null_column_is_contract_work(
+        database_url: str, tmp_path: Path) -> None:
+    no_default = Revision("e1", "no fax default", FAX_DEFAULT.downgrade_src,
+                          FAX_DEFAULT.upgrade_src)
+    migrations = history(tmp_path, [CREATE, FAX_DEFAULT, no_default], marked=False)
+    at(database_url, migrations, "d1")
+
+    expand = apply(database_url, migrations, "--phase", "expand")
+    plan = invoke("plan", "--database-url", database_url, "--migrations", str(migrations),
+                  "--phase", "all", "--json")
+
+    assert (expand.exit_code, applied(expand)) == (0, []), expand
+    assert expand.result["pendingContract"] == ["e1"]
+    phases = {r["revision"]: (r["phase"], r["why"])
+              for r in json.loads(plan.out)["phase"]["revisions"]}
+    assert phases["e1"] == ("contract", "drops the default of p.fax, which is NOT NULL")
+    execute(database_url, "INSERT INTO p (name) VALUES ('old code')")  # nothing was changed
+    assert apply(database_url, migrations, "--phase", "contract").exit_code == 0
+
+
+def test_an_expand_that_drops_a_default_old_code_needs_is_rolled_back(
+        database_url: str, tmp_path: Path) -> None:
+    hidden = Revision(
+        "e1", "a drop of the default the plan cannot read",
+        "op.execute(\"DO $$ BEGIN EXECUTE 'ALTER TABLE p ALTER fax ' || 'DROP DEFAULT'; END $$\")",
+        'op.alter_column("p", "fax", server_default="none")')
+    migrations = history(tmp_path, [CREATE, FAX_DEFAULT, hidden])
+    at(database_url, migrations, "d1")
+
+    run = apply(database_url, migrations, "--phase", "expand")
+
+    assert run.exit_code == 1, run
+    assert (run.result["outcome"], run.result["reason"]) == ("RolledBack", "IncompatibleExpand")
+    assert "column public.p.fax lost its default but is NOT NULL" in run.result["message"]
+    assert revision(database_url) == "d1"
+    execute(database_url, "INSERT INTO p (name) VALUES ('old code')")
+
+
 def test_unmarked_revisions_classify_by_what_they_do(database_url: str, tmp_path: Path) -> None:
     migrations = history(tmp_path, [CREATE, EXPAND, CONTRACT, EXPAND_2], marked=False)
     at(database_url, migrations, "r1")

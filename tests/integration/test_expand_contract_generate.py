@@ -243,3 +243,34 @@ def test_rename_of_an_indexed_column_builds_the_new_index_after_the_new_column(
     assert contract_run.exit_code == 0, contract_run
     assert revision(database_url) == contract
     assert columns(database_url, "patients") == ["id", "fax", "name"]
+
+
+def test_dropping_the_default_of_a_not_null_column_waits_for_the_contract(
+        database_url: str, tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    defaulted = V1.replace('sa.Column("fax", sa.Text, nullable=False),',
+                           'sa.Column("fax", sa.Text, nullable=False, server_default="none"),')
+    populated(database_url, migrations, tmp_path, defaulted)
+    body = V1.replace('sa.Column("fax", sa.Text, nullable=False),',
+                      'sa.Column("fax", sa.Text, nullable=False),\n'
+                      '    sa.Column("email", sa.Text),')
+    expand_id, contract_id = split_change(database_url, migrations, tmp_path, body,
+                                          "email, no fax default")
+    old_code_insert = "INSERT INTO patients (fullname) VALUES ('old code')"
+
+    expand = apply(database_url, migrations, tmp_path / "v2", "--phase", "expand")
+
+    assert expand.exit_code == 0, expand
+    assert revision(database_url) == expand_id
+    execute(database_url, old_code_insert)  # the default still fills fax for the old release
+
+    contract = apply(database_url, migrations, tmp_path / "v2", "--phase", "contract")
+
+    assert contract.exit_code == 0, contract
+    assert revision(database_url) == contract_id
+    assert query(database_url, "SELECT column_default FROM information_schema.columns WHERE "
+                               "table_name = 'patients' AND column_name = 'fax'") == [(None,)]
+    assert query(database_url, "SELECT count(*) FROM patients WHERE fax = 'none'") == [(1,)]
+    downgrade(database_url, migrations, "-2")
+    execute(database_url, old_code_insert)  # the default is back
+    assert columns(database_url, "patients") == ["id", "fullname", "fax"]

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from alembic.operations import ops
 from sqlalchemy.engine import Connection
 
-from schemashift import errors, reasons
+from schemashift import errors, reasons, release_phases
 from schemashift.diff import EnumDelta
 from schemashift.generate import enum_ops, rewrite, safe, safe_ops
 from schemashift.generate.safe_ops import Guarded, Statement, catalog_call, qualified, quote
@@ -249,11 +249,14 @@ _UNSET: dict[str, Any] = {"modify_type": None, "modify_nullable": None,
 
 
 def _alter_pieces(op: ops.AlterColumnOp) -> list[tuple[str, ops.AlterColumnOp]]:
-    """An ALTER COLUMN split by phase: SET NOT NULL and a narrowing are contract, the rest
-    (DROP NOT NULL, a widening, defaults, comments) expand."""
+    """An ALTER COLUMN split by phase: SET NOT NULL, a narrowing and dropping the default of a
+    NOT NULL column are contract, the rest (DROP NOT NULL, a widening, other defaults,
+    comments) expand."""
     contract = []
     if op.modify_nullable is False:
         contract.append("modify_nullable")
+    if release_phases.drops_default_of_not_null(op):
+        contract.append("modify_server_default")
     if op.modify_type is not None and not _widens(op.existing_type, op.modify_type):
         contract.append("modify_type")
     changed = [name for name in _MODIFIED if getattr(op, name) != _UNSET[name]]

@@ -3,11 +3,12 @@
 The previous release's code keeps working while every table, column and type it knows still
 exists and accepts what it accepted. An operation breaks it when it drops or renames a table,
 column or type the database held before the plan, narrows a column's type, makes an existing
-column NOT NULL, or adds a NOT NULL column without a default to an existing table (the old
-code's INSERTs leave it out). Objects the plan itself created are not known to the old code, so
-changing them breaks nothing. Adding indexes or constraints (NOT VALID or not), new tables,
-nullable or defaulted columns, defaults, comments and enum labels is compatible; so is dropping
-an index or a constraint, which accepts more.
+column NOT NULL, adds a NOT NULL column without a default to an existing table, or drops the
+default of a NOT NULL column (the old code's INSERTs leave such a column out). Objects the plan
+itself created are not known to the old code, so changing them breaks nothing. Adding indexes or
+constraints (NOT VALID or not), new tables, nullable or defaulted columns, other defaults,
+comments and enum labels is compatible; so is dropping an index or a constraint, which accepts
+more.
 
 Used twice: to classify a revision without a `phase` marker (plan/phases.py), and as the expand
 gate's check before any change (the runner checks the catalog again after the expand:
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 
 from alembic.operations import ops as alembic_ops
 
+from schemashift import release_phases
 from schemashift.plan import lint_sql
 from schemashift.plan.live import NO_FACTS, LiveFacts, table_key
 from schemashift.plan.render import RenderedRevision, sql_text
@@ -133,6 +135,10 @@ def _alter_column(step: Step, made: _Made) -> Hits:
     if op.modify_nullable is False:
         yield (f"sets {where} NOT NULL",
                f"{OLD_CODE} may leave it empty, and its INSERTs and UPDATEs then fail")
+    elif release_phases.drops_default_of_not_null(op):
+        yield (f"drops the default of {where}, which is NOT NULL",
+               f"{OLD_CODE}'s INSERTs may leave it out, and then fail")
+
 
 
 _SET_NOT_NULL = re.compile(r"\bALTER\s+(?:COLUMN\s+)?(\S+)\s+SET\s+NOT\s+NULL\b",

@@ -8,6 +8,7 @@ column and enum type the database held before must still exist and accept what i
 - the table and the column still exist (not dropped, not renamed away);
 - the column's type is the same or a widening (type_widening.widens);
 - a column that was nullable still is;
+- a NOT NULL column that had a default keeps one (the old code's INSERTs may leave it out);
 - a new column of an old table is nullable or has a default (identity and generated columns
   fill themselves), so the old code's INSERTs, which leave it out, still work;
 - an enum type keeps all of its labels.
@@ -89,7 +90,7 @@ def broken(before: Shape, after: Shape) -> list[str]:
 
 def _columns(table: str, before: dict[str, Column], after: dict[str, Column]) -> list[str]:
     problems = []
-    for column, (type_, not_null, _) in sorted(before.items()):
+    for column, (type_, not_null, filled) in sorted(before.items()):
         now = after.get(column)
         if now is None:
             problems.append(f"column {table}.{column} is gone (dropped or renamed): {OLD_CODE} "
@@ -101,6 +102,9 @@ def _columns(table: str, before: dict[str, Column], after: dict[str, Column]) ->
         if now[1] and not not_null:
             problems.append(f"column {table}.{column} became NOT NULL: {OLD_CODE} may leave "
                             "it empty")
+        elif now[1] and filled and not now[2]:
+            problems.append(f"column {table}.{column} lost its default but is NOT NULL: "
+                            f"{OLD_CODE}'s INSERTs may leave it out")
     for column, (_, not_null, filled) in sorted(after.items()):
         if column not in before and not_null and not filled:
             problems.append(f"column {table}.{column} was added NOT NULL without a default: "
