@@ -11,13 +11,13 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
-from schemashift import db, diff, errors, plan, progress, reasons, redact, scripts
+from schemashift import db, diff, errors, events, plan, progress, reasons, redact, scripts
 from schemashift.progress import (
     BackupStatus,
     Outcome,
@@ -64,8 +64,8 @@ _FINAL_PHASE: dict[str, Phase] = {
 def apply(project: Project, options: RunOptions, reporter: Reporter) -> RunResult:
     with _sigterm_interrupts():
         result = _Run(project, options, reporter).execute()
-    reporter.emit("phase", phase=_FINAL_PHASE[result.outcome], message=result.message)
-    reporter.emit("result", **result.to_dict())
+    reporter.emit(events.PhaseEntered(phase=_FINAL_PHASE[result.outcome], message=result.message))
+    reporter.emit(events.Finished(result=result))
     return result
 
 
@@ -194,7 +194,7 @@ class _Run:
                                        phase=self.options.phase)
         conn.rollback()
         self._adopt(the_plan)
-        self.reporter.emit("plan", plan=the_plan.to_dict())
+        self.reporter.emit(events.PlanMade(plan=the_plan.to_dict()))
         self._gate(the_plan)
         if self.options.dry_run:
             return self._result("Planned", reasons.DRY_RUN,
@@ -424,22 +424,23 @@ class _Run:
     # -- reporting ----------------------------------------------------------------------------
 
     def _phase(self, phase: Phase, message: str) -> None:
-        self.reporter.emit("phase", phase=phase, message=redact.redact(message, self._password()))
+        self.reporter.emit(events.PhaseEntered(phase=phase,
+                                               message=redact.redact(message, self._password())))
 
     def _stage(self, status: StageStatus, state: str, **changes: Any) -> None:
         status.state = state  # type: ignore[assignment]
         for name, value in changes.items():
             setattr(status, name, value)
-        self.reporter.emit("stage", **status.__dict__)
+        self.reporter.emit(events.StageChanged(stage=replace(status)))
 
     def _retrying(self, attempt: int, wait: float, why: str) -> None:
         running = next((s for s in self.stages if s.state == "Running"), None)
         if running is not None:
             running.attempts = attempt + 1
-        self.reporter.emit(
-            "lock_retry", stage=running.name if running else None, attempt=attempt,
+        self.reporter.emit(events.LockRetried(
+            stage=running.name if running else None, attempt=attempt,
             wait_seconds=wait, retries=self.options.lock_retries, message=why,
-        )
+        ))
 
     def _waiting_for_lock(self, holder: lock.LockHolder | None) -> None:
         who = holder.describe() if holder else "another session"
