@@ -226,7 +226,7 @@ def parse_line(line: str) -> Event | None:
         return None
     try:
         record = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than json can read
         return None
     return parse(record) if isinstance(record, dict) else None
 

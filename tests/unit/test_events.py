@@ -111,6 +111,7 @@ def test_records_that_are_no_runner_event_parse_to_none(record: dict[str, Any]) 
 @pytest.mark.parametrize("line", [
     "", "Traceback (most recent call last):", "{not json", '["a list"]', "{}", '{"event": null}',
     '{"event": "result", "outcome": {"nested": [1, 2]}}', "{" * 5000, '{"event": "phase"}',
+    '{"event": "phase", "phase": ' + "[" * 100_000 + "]" * 100_000 + "}",
 ])
 def test_lines_that_are_no_runner_event_parse_to_none(line: str) -> None:
     assert events.parse_line(line) is None
