@@ -75,10 +75,10 @@ from pathlib import Path
 from schemashift.runner import backup
 
 class Reporter:
-    def emit(self, event, **fields):
+    def emit(self, event):
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps({"t": time.monotonic(), "event": event, "maxrss_kb": rss, **fields}),
-              flush=True)
+        print(json.dumps({"t": time.monotonic(), "event": event.event_name(), "maxrss_kb": rss,
+                          **event.to_wire()}), flush=True)
 
 started = time.monotonic()
 status = backup.take_backup(sys.argv[1], sys.argv[2], from_revision=None, reporter=Reporter(),

@@ -2,17 +2,20 @@
 
 One interface, several outputs: JSON lines on stdout (local mode), the SchemaMigration status
 (in the Job, wired by kube/), and the pod's termination message for the final result, which must
-survive any API hiccup. Every event is a flat JSON object with an "event" key.
+survive any API hiccup. Events are typed (events.py); on the wire each is a flat JSON object
+with an "event" key.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO
+
+if TYPE_CHECKING:  # events.py builds on this module's dataclasses
+    from schemashift.events import Event
 
 Phase = Literal[
     "Pending", "Planning", "AwaitingApproval", "BackingUp", "Migrating", "Verifying",
@@ -120,8 +123,8 @@ class RunResult:
 
 
 class Reporter(Protocol):
-    def emit(self, event: str, **fields: Any) -> None:
-        """Record one event, e.g. emit("phase", phase="BackingUp", message="…")."""
+    def emit(self, event: Event) -> None:
+        """Record one event, e.g. emit(PhaseEntered(phase="BackingUp", message="…"))."""
 
 
 class JsonLinesReporter:
@@ -130,24 +133,10 @@ class JsonLinesReporter:
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
 
-    def emit(self, event: str, **fields: Any) -> None:
-        record = {"event": event, "time": now(), **fields}
+    def emit(self, event: Event) -> None:
+        record = {"event": event.event_name(), "time": now(), **event.to_wire()}
         self.stream.write(json.dumps(record, default=_jsonable) + "\n")
         self.stream.flush()
-
-
-class FanOutReporter:
-    """Sends each event to several reporters; one failing output never stops the run."""
-
-    def __init__(self, reporters: Iterable[Reporter]):
-        self.reporters = list(reporters)
-
-    def emit(self, event: str, **fields: Any) -> None:
-        for reporter in self.reporters:
-            try:
-                reporter.emit(event, **fields)
-            except Exception as exc:  # a status write failing must not fail a migration
-                print(f"schemashift: progress output failed: {exc}", file=sys.stderr)
 
 
 def _jsonable(value: object) -> object:

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from schemashift import errors, reasons
+from schemashift.events import Event
 from schemashift.runner import backup
 from schemashift.storage import s3
 from tests.fixtures.postgres import PgServer
@@ -83,8 +84,8 @@ class Events:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    def emit(self, event: str, **fields: Any) -> None:
-        self.events.append({"event": event, **fields})
+    def emit(self, event: Event) -> None:
+        self.events.append({"event": event.event_name(), **event.to_wire()})
 
     def states(self, event: str) -> list[str]:
         return [e["state"] for e in self.events if e["event"] == event]

@@ -10,11 +10,12 @@ import copy
 import io
 import itertools
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import pytest
 
-from schemashift import progress, reasons
+from schemashift import events, progress, reasons
 from schemashift.kube import resource
 from schemashift.kube.client import JobRejected, SecretsNotReadable
 from schemashift.operator import reconcile
@@ -117,15 +118,15 @@ class FakeApi:
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.migrations[name].get("status") or {})
 
-    def runner_prints(self, name: str, *events: tuple[str, dict[str, Any]]) -> None:
+    def runner_prints(self, name: str, *printed: events.Event) -> None:
         """The Job's pod runs and has printed these runner events (JSON lines) so far."""
         job_name = self.status(name)["jobName"]
         pod = f"{job_name}-pod"
         self.pods[job_name] = [{"metadata": {"name": pod, "creationTimestamp": "t"},
                                 "status": {"phase": "Running"}}]
         out = io.StringIO()
-        for event, fields in events:
-            progress.JsonLinesReporter(stream=out).emit(event, **fields)
+        for event in printed:
+            progress.JsonLinesReporter(stream=out).emit(event)
         self.logs[pod] = self.logs.get(pod, "") + out.getvalue()
 
     def condition(self, name: str, type_: str) -> dict[str, Any]:
@@ -485,16 +486,16 @@ def test_runner_phases_are_read_from_its_log_and_announced_once(
 ) -> None:
     api.add("app")
     run(ctx, "app")
-    api.runner_prints("app", ("phase", {"phase": "BackingUp", "message": "backing up"}),
-                      ("stage", {"name": "1-a1", "revision": "a1", "state": "Pending"}))
+    api.runner_prints("app", events.PhaseEntered(phase="BackingUp", message="backing up"),
+                      events.StageChanged(stage=progress.StageStatus(name="1-a1", revision="a1")))
     run(ctx, "app")
     run(ctx, "app")
     assert api.reasons_of("app") == [reasons.JOB_CREATED, "BackingUp"]
     status = api.status("app")
     assert (status["phase"], status["message"]) == ("BackingUp", "backing up")
-    assert status["stages"] == [{"name": "1-a1", "revision": "a1", "state": "Pending"}]
+    assert status["stages"] == [asdict(progress.StageStatus(name="1-a1", revision="a1"))]
     assert api.condition("app", "Reconciling")["reason"] == reasons.IN_PROGRESS
-    api.runner_prints("app", ("phase", {"phase": "Succeeded", "message": "claims success"}))
+    api.runner_prints("app", events.PhaseEntered(phase="Succeeded", message="claims success"))
     run(ctx, "app")
     assert api.status("app")["phase"] == "BackingUp"  # a final phase is the operator's call
 

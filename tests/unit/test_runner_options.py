@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
-from schemashift import cli, errors
+from schemashift import cli, errors, events
 from schemashift.progress import RunResult, StageStatus
 from schemashift.runner import lock, pipeline, stages
 from schemashift.runner import options_table as table
@@ -160,9 +160,16 @@ def test_termination_message_without_its_directory_only_notes_it(
 def test_human_reporter_writes_one_line_per_event_and_failures_to_stderr() -> None:
     out, err = io.StringIO(), io.StringIO()
     reporter = pipeline.HumanReporter(out, err)
-    reporter.emit("phase", phase="Migrating", message="applying 1 stage(s)")
-    reporter.emit("stage", name="1-b2", revision="b2", state="Succeeded", attempts=3)
-    reporter.emit("result", **_result().to_dict())
+    reporter.emit(events.PhaseEntered(phase="Migrating", message="applying 1 stage(s)"))
+    reporter.emit(events.PhaseEntered(phase="RolledBack", message="said by the result"))
+    reporter.emit(events.StageChanged(
+        stage=StageStatus(name="1-b2", revision="b2", state="Succeeded", attempts=3)))
+    reporter.emit(events.LockRetried(stage="1-b2", attempt=1, wait_seconds=2.0, retries=3,
+                                     message="lock timeout"))
+    reporter.emit(events.CopySkipped(revision="b2", table="public.t", message="not copied"))
+    reporter.emit(events.Finished(result=_result()))
     assert out.getvalue().splitlines() == [
-        "[Migrating] applying 1 stage(s)", "  stage 1-b2 → b2: Succeeded after 3 attempts"]
+        "[Migrating] applying 1 stage(s)", "  stage 1-b2 → b2: Succeeded after 3 attempts",
+        "  lock timeout (attempt 1), retrying in 2.0s: lock timeout",
+        "  targeted_copy: state=Skipped revision=b2 table=public.t message=not copied"]
     assert err.getvalue() == "error: RolledBack (RolledBackByDowngrade): undone\n"

@@ -9,23 +9,16 @@ conditions and the outcome come from the operator's own reading of the Job.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from schemashift import progress, redact
+from schemashift import events, progress, redact
 from schemashift.kube import resource, status
 
-_REVISION_FIELDS = ("fromRevision", "targetRevision", "currentRevision")
 _BACKUP_FIELDS = ("url", "sizeBytes", "sha256", "verified", "completedAt", "method",
                   "restorePoint", "lsn")
-
-
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    return value
+_UNVERIFIED = ("InProgress", "Uploaded")
 
 
 @dataclass
@@ -38,24 +31,18 @@ class Progress:
 
 
 def progress_from_log(text: str) -> Progress:
-    """The runner's JSON lines folded in order (other lines, and lines that do not parse, are
-    skipped: a pod may print anything)."""
+    """The runner's events folded in order (other lines, and lines that are no event the runner
+    sends, are skipped: a pod may print anything)."""
     fold = ProgressFold()
     found = Progress()
     for line in text.splitlines():
-        if not line.startswith("{"):
+        event = events.parse_line(line)
+        if event is None:
             continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and isinstance(event.get("event"), str):
-            name = event.pop("event")
-            event.pop("time", None)
-            update = fold.status_update(name, event)
-            if "phase" in update:
-                found.phases.append((update["phase"], str(update.get("message") or "")))
-            found.fields.update(update)
+        update = fold.status_update(event)
+        if "phase" in update:
+            found.phases.append((update["phase"], str(update.get("message") or "")))
+        found.fields.update(update)
     return found
 
 
@@ -65,53 +52,84 @@ class ProgressFold:
     def __init__(self) -> None:
         self._stages: dict[str, dict[str, Any]] = {}
 
-    def status_update(self, event: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    def status_update(self, event: events.Event) -> dict[str, Any]:
         """The status fields an event changes (phase, revisions, stages, backup, plan)."""
-        fields = {k: _plain(v) for k, v in fields.items()}
-        update: dict[str, Any] = {k: fields[k] for k in _REVISION_FIELDS if fields.get(k)}
+        update: dict[str, Any] = {}
         # Final phases are the operator's to set (from the termination message): a plan Job's
         # "Succeeded" must never look like an applied migration to `schemashift wait`.
-        if event == "phase" and fields.get("phase") not in (None, *resource.TERMINAL_PHASES):
-            update["phase"] = fields["phase"]
-        if isinstance(fields.get("message"), str) and event != "result":
-            update["message"] = redact.redact(fields["message"])[:1000]
-        stages = fields.get("stages")
-        stage = fields.get("stage")
-        if isinstance(stages, list):
-            for item in stages:
-                self._stages[str(item.get("name"))] = dict(item)
-        elif isinstance(stage, Mapping):
-            self._stages[str(stage.get("name"))] = dict(stage)
-        elif event == "stage" and fields.get("name"):
-            self._stages[str(fields["name"])] = {
-                k: v for k, v in fields.items() if k in progress.StageStatus.__dataclass_fields__}
-            if fields.get("state") == "Succeeded" and fields.get("revision"):
-                update["currentRevision"] = fields["revision"]  # the stage's checkpoint
-        if event in ("stage", "stages") or isinstance(stages, list) or isinstance(stage, Mapping):
-            update["stages"] = list(self._stages.values())
-        backup = fields.get("backup")
-        if event == "backup" or isinstance(backup, Mapping):
-            source = backup if isinstance(backup, Mapping) else fields
-            found = {k: source[k] for k in _BACKUP_FIELDS if source.get(k) is not None}
-            if "bytes" in source and "sizeBytes" not in found:
-                found["sizeBytes"] = source["bytes"]
-            if source.get("state") in ("InProgress", "Uploaded", "Verified"):
-                found["verified"] = source["state"] == "Verified"
-                found["state"] = source["state"]
-            if source.get("mbps") is not None:
-                found["mbps"] = source["mbps"]
-            if found:
-                found["summary"] = status.backup_summary(found)
-                update["backup"] = found
-        plan = fields.get("plan")
-        if event == "plan" or isinstance(plan, Mapping):
-            source = plan if isinstance(plan, Mapping) else fields
-            update["plan"] = _plan_status(source)
-            if source.get("fromRevision"):  # where the database is while the plan is made
-                update["fromRevision"] = update["currentRevision"] = source["fromRevision"]
-            if source.get("targetRevision"):
-                update["targetRevision"] = source["targetRevision"]
+        if isinstance(event, events.PhaseEntered) and \
+                event.phase not in resource.TERMINAL_PHASES:
+            update["phase"] = event.phase
+        message = _message(event)
+        if message is not None:
+            update["message"] = redact.redact(message)[:1000]
+        match event:
+            case events.StageChanged(stage=stage):
+                update.update(self._stage(stage))
+            case events.Transfer(kind="backup", state=state, url=url, bytes=size, mbps=mbps):
+                update["backup"] = _backup({"url": url, "sha256": event.detail.get("sha256"),
+                                            "sizeBytes": size}, state, mbps)
+            case events.RestorePointProgress(state=state):
+                update["backup"] = _backup({"method": event.method, "lsn": event.lsn,
+                                            "restorePoint": event.restorePoint}, state, None)
+            case events.PlanMade(plan=plan):
+                update.update(_plan_fields(plan))
+            case events.Finished(result=result):
+                update.update(self._result(result))
         return update
+
+    def _stage(self, stage: progress.StageStatus) -> dict[str, Any]:
+        update: dict[str, Any] = {}
+        if stage.name:
+            self._stages[stage.name] = asdict(stage)
+            if stage.state == "Succeeded" and stage.revision:
+                update["currentRevision"] = stage.revision  # the stage's checkpoint
+        update["stages"] = list(self._stages.values())
+        return update
+
+    def _result(self, result: progress.RunResult) -> dict[str, Any]:
+        update: dict[str, Any] = {k: getattr(result, k) for k in (
+            "fromRevision", "targetRevision", "currentRevision") if getattr(result, k)}
+        for stage in result.stages:
+            self._stages[stage.name] = asdict(stage)
+        update["stages"] = list(self._stages.values())
+        if result.backup is not None:
+            update["backup"] = _backup(asdict(result.backup), None, None)
+        return update
+
+
+def _message(event: events.Event) -> str | None:
+    """The message an event puts in status (the result's is the operator's to write)."""
+    match event:
+        case events.Transfer(detail=detail):
+            return detail.get("message")
+        case events.StageChanged(stage=stage):
+            return stage.message
+        case events.Finished() | events.PlanMade() | events.BackupEstimate():
+            return None
+        case _:
+            return event.message
+
+
+def _backup(source: Mapping[str, Any], state: str | None, mbps: float | None) -> dict[str, Any]:
+    """Status backup fields: a transfer's progress, a restore point's, or the result's."""
+    found = {k: source[k] for k in _BACKUP_FIELDS if source.get(k) is not None}
+    if state in (*_UNVERIFIED, "Verified"):
+        found["verified"] = state == "Verified"
+        found["state"] = state
+    if mbps is not None:
+        found["mbps"] = mbps
+    found["summary"] = status.backup_summary(found)
+    return found
+
+
+def _plan_fields(plan: Mapping[str, Any]) -> dict[str, Any]:
+    update: dict[str, Any] = {"plan": _plan_status(plan)}
+    if plan.get("fromRevision"):  # where the database is while the plan is made
+        update["fromRevision"] = update["currentRevision"] = plan["fromRevision"]
+    if plan.get("targetRevision"):
+        update["targetRevision"] = plan["targetRevision"]
+    return update
 
 
 def _plan_status(plan: Mapping[str, Any]) -> dict[str, Any]:

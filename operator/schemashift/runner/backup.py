@@ -35,9 +35,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Unpack
 from urllib.parse import quote
 
-from schemashift import db, errors, progress, reasons, scripts
+from schemashift import db, errors, events, progress, reasons, scripts
 from schemashift.project import Project
 from schemashift.runner import dump_dir, dump_manifest, pgrestore, pgtools, restore_dir
 from schemashift.runner.options import parse_duration
@@ -74,9 +75,9 @@ _PARTIAL_NAME = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[A-Za-z0-9_.\-]+" + re.escape(
 class Progress:
     """Progress events for a transfer: at start, every PROGRESS_INTERVAL_SECONDS, at the end."""
 
-    def __init__(self, reporter: progress.Reporter, event: str, url: str):
+    def __init__(self, reporter: progress.Reporter, kind: events.TransferKind, url: str):
         self.reporter = reporter
-        self.event = event
+        self.kind = kind
         self.url = url
         self.started = time.monotonic()
         self.last = self.started
@@ -97,11 +98,12 @@ class Progress:
 
         store.on_wait = waiting
 
-    def emit(self, state: str, done: int, **extra: object) -> None:
+    def emit(self, state: events.TransferState, done: int,
+             **detail: Unpack[events.TransferDetail]) -> None:
         self.last = time.monotonic()
         elapsed = max(self.last - self.started, 1e-6)
-        self.reporter.emit(self.event, state=state, url=self.url, bytes=done,
-                           mbps=round(done / elapsed / 1e6, 1), **extra)
+        self.reporter.emit(events.Transfer(kind=self.kind, state=state, url=self.url, bytes=done,
+                                           mbps=round(done / elapsed / 1e6, 1), detail=detail))
 
 
 def backup_key(database: str, from_revision: str | None, when: datetime | None = None,
@@ -299,8 +301,9 @@ def clean_abandoned(store: s3.ObjectStore, folder: s3.S3Url, before: datetime,
     except errors.SchemashiftError as exc:
         if exc.reason == reasons.STORAGE_STALLED:
             raise
-        reporter.emit("backup_cleanup", prefix=str(folder), removed=[], kept=[],
-                      message=f"could not list leftovers of earlier runs: {exc.args[0]}")
+        reporter.emit(events.BackupCleanup(
+            prefix=str(folder), removed=[], kept=[],
+            message=f"could not list leftovers of earlier runs: {exc.args[0]}"))
         return removed
     found = [(f"{u.url} (incomplete upload {u.upload_id})", u.initiated,
               lambda u=u: store.abort_upload(u)) for u in uploads]
@@ -311,8 +314,8 @@ def clean_abandoned(store: s3.ObjectStore, folder: s3.S3Url, before: datetime,
         else:
             kept.append(name)
     if removed or kept:
-        reporter.emit("backup_cleanup", prefix=str(folder), removed=removed, kept=kept,
-                      message=_cleanup_message(removed, kept))
+        reporter.emit(events.BackupCleanup(prefix=str(folder), removed=removed, kept=kept,
+                                           message=_cleanup_message(removed, kept)))
     return removed
 
 

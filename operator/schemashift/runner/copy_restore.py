@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from schemashift import db, errors, reasons
+from schemashift import db, errors, events, reasons
 from schemashift.progress import Reporter, TargetedCopy
 from schemashift.runner import backup, copy_catalog
 from schemashift.runner.copy_catalog import BY_OTHER_COLUMNS, BY_PRIMARY_KEY, WHOLE_TABLE, Entry
@@ -93,8 +93,8 @@ def put_back_run(database_url: str, copies: Sequence[TargetedCopy], *,
             store = _store(entries)
             done = []
             for entry in entries:
-                reporter.emit("phase", phase="RollingBack",
-                              message=f"putting back {_what(entry)} from {entry.url}")
+                reporter.emit(events.PhaseEntered(
+                    phase="RollingBack", message=f"putting back {_what(entry)} from {entry.url}"))
                 rows = _fetched(functools.partial(restore_entry, conn, store, entry), entry)
                 done.append(f"{_what(entry)} ({rows} row(s))")
     finally:

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO
 
-from schemashift import errors, progress, reasons
+from schemashift import errors, events, progress, reasons
 from schemashift.runner import backup as layout
 from schemashift.runner import dump_dir, pgtools
 from schemashift.runner.dump_manifest import PARTS, SUFFIX, Manifest, Part
@@ -224,7 +224,8 @@ def clean_orphaned_parts(store: s3.ObjectStore, folder: s3.S3Url, before: dateti
         store.discard(partial(store.abort_upload, upload))
     removed = sorted(f"s3://{folder.bucket}/{key}{PARTS}" for key in orphans)
     if removed:
-        reporter.emit("backup_cleanup", prefix=str(folder), removed=removed, kept=[],
-                      message=f"removed the parts of {len(removed)} interrupted directory "
-                              "backup(s) (no manifest)")
+        reporter.emit(events.BackupCleanup(
+            prefix=str(folder), removed=removed, kept=[],
+            message=f"removed the parts of {len(removed)} interrupted directory backup(s) "
+                    "(no manifest)"))
     return removed

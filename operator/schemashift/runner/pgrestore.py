@@ -24,9 +24,9 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, Unpack
 
-from schemashift import db, errors, reasons, redact
+from schemashift import db, errors, events, reasons, redact
 from schemashift.runner import pgtools
 from schemashift.runner.restore_cleanup import cleanup_sql
 from schemashift.storage import s3
@@ -40,7 +40,8 @@ _FOOTER = re.compile(rb"\nCOMMIT;\n(?:(?:[ \t]*|--[^\n]*|\\unrestrict [^\n]*)\n)
 class Meter(Protocol):
     def __call__(self, done: int) -> None: ...
 
-    def emit(self, state: str, done: int, **extra: object) -> None: ...
+    def emit(self, state: events.TransferState, done: int,
+             **detail: Unpack[events.TransferDetail]) -> None: ...
 
 
 def _tools(database_url: str, pg_bin_dir: Path | None,

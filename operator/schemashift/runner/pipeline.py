@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
-from schemashift import db, diff, errors, plan, reasons, scripts
+from schemashift import db, diff, errors, events, plan, reasons, scripts
 from schemashift.progress import Phase, Reporter, RunResult
 from schemashift.project import Project
 from schemashift.runner import backup as backup_engine
@@ -60,8 +60,8 @@ def apply(project: Project, options: RunOptions, reporter: Reporter) -> RunResul
     with sigterm_interrupts():
         result = _Run(project, options, RunState(reporter, url_password(project.database_url)))\
             .execute()
-    reporter.emit("phase", phase=_FINAL_PHASE[result.outcome], message=result.message)
-    reporter.emit("result", **result.to_dict())
+    reporter.emit(events.PhaseEntered(phase=_FINAL_PHASE[result.outcome], message=result.message))
+    reporter.emit(events.Finished(result=result))
     return result
 
 
@@ -113,7 +113,7 @@ class _Run:
                                        phase=self.options.phase)
         conn.rollback()
         self.state.adopt(the_plan)
-        self.state.reporter.emit("plan", plan=the_plan.to_dict())
+        self.state.reporter.emit(events.PlanMade(plan=the_plan.to_dict()))
         gates.check_plan(the_plan, self.options)
         if self.options.dry_run:
             return self.state.result("Planned", reasons.DRY_RUN,
@@ -286,10 +286,10 @@ class _Run:
         running = self.state.running_stage()
         if running is not None:
             running.attempts = attempt + 1
-        self.state.reporter.emit(
-            "lock_retry", stage=running.name if running else None, attempt=attempt,
+        self.state.reporter.emit(events.LockRetried(
+            stage=running.name if running else None, attempt=attempt,
             wait_seconds=wait, retries=self.options.lock_retries, message=why,
-        )
+        ))
 
     def _waiting_for_lock(self, holder: lock.LockHolder | None) -> None:
         who = holder.describe() if holder else "another session"

@@ -7,6 +7,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from schemashift import progress
+from schemashift.events import (
+    Event,
+    Finished,
+    LockRetried,
+    PhaseEntered,
+    PlanMade,
+    StageChanged,
+)
 from schemashift.progress import Reporter, RunResult
 
 _FINAL_PHASES = ("Succeeded", "Failed", "RolledBack")
@@ -19,37 +27,34 @@ class HumanReporter:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
 
-    def emit(self, event: str, **fields: Any) -> None:
-        line = self._line(event, fields)
+    def emit(self, event: Event) -> None:
+        line = self._line(event)
         if line is None:
             return
-        failed = event == "result" and fields.get("exitCode") not in (0, None)
+        failed = isinstance(event, Finished) and event.result.exitCode != 0
         stream = self.err if failed else self.out
         stream.write(line + "\n")
         stream.flush()
 
-    def _line(self, event: str, fields: dict[str, Any]) -> str | None:
-        if event == "phase":
-            if fields.get("phase") in _FINAL_PHASES:
+    def _line(self, event: Event) -> str | None:
+        match event:
+            case PhaseEntered(phase=phase) if phase in _FINAL_PHASES:
                 return None  # the result line that follows says it
-            return f"[{fields.get('phase')}] {fields.get('message', '')}"
-        if event == "plan":
-            return _plan_lines(fields.get("plan") or {})
-        if event == "stage":
-            attempts = fields.get("attempts") or 0
-            tries = f" after {attempts} attempts" if attempts > 1 else ""
-            detail = f": {fields['message']}" if fields.get("message") else ""
-            return f"  stage {fields.get('name')} → {fields.get('revision')}: " \
-                   f"{fields.get('state')}{tries}{detail}"
-        if event == "lock_retry":
-            return f"  lock timeout (attempt {fields.get('attempt')}), retrying in " \
-                   f"{fields.get('wait_seconds')}s: {fields.get('message')}"
-        if event == "result":
-            prefix = "" if fields.get("exitCode") == 0 else "error: "
-            return f"{prefix}{fields.get('outcome')} ({fields.get('reason')}): " \
-                   f"{fields.get('message')}"
-        details = " ".join(f"{k}={v}" for k, v in fields.items())
-        return f"  {event}: {details}"
+            case PhaseEntered(phase=phase, message=message):
+                return f"[{phase}] {message}"
+            case PlanMade(plan=plan):
+                return _plan_lines(plan)
+            case StageChanged(stage=stage):
+                tries = f" after {stage.attempts} attempts" if stage.attempts > 1 else ""
+                detail = f": {stage.message}" if stage.message else ""
+                return f"  stage {stage.name} → {stage.revision}: {stage.state}{tries}{detail}"
+            case LockRetried(attempt=attempt, wait_seconds=wait, message=message):
+                return f"  lock timeout (attempt {attempt}), retrying in {wait}s: {message}"
+            case Finished(result=result):
+                prefix = "" if result.exitCode == 0 else "error: "
+                return f"{prefix}{result.outcome} ({result.reason}): {result.message}"
+        details = " ".join(f"{k}={v}" for k, v in event.to_wire().items())
+        return f"  {event.event_name()}: {details}"
 
 
 def _plan_lines(data: dict[str, Any]) -> str:

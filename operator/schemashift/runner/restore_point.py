@@ -16,18 +16,18 @@ so `rollback.policy: restore` (an in-place restore) is refused with this method.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from schemashift import db, errors, progress, reasons
+from schemashift import db, errors, events, progress, reasons
 from schemashift.runner import options_table as table
 
 METHOD = "restorePoint"
@@ -258,26 +258,26 @@ def take(database_url: str, *, from_revision: str | None, wait_seconds: float,
         segment = str(conn.execute(sa.text("SELECT pg_walfile_name(CAST(:lsn AS pg_lsn))"),
                                    {"lsn": lsn}).scalar_one())
         conn.exec_driver_sql("SELECT pg_switch_wal()")
-        event: dict[str, Any] = {"method": METHOD, "restorePoint": name, "lsn": lsn,
-                                 "segment": segment}
-        reporter.emit("backup", state="InProgress", message=f"restore point {name} at {lsn}: "
-                      f"waiting until WAL segment {segment} is archived", **event)
+        point = functools.partial(events.RestorePointProgress, method=METHOD,
+                                  restorePoint=name, lsn=lsn, segment=segment)
+        reporter.emit(point(state="InProgress", message=f"restore point {name} at {lsn}: "
+                            f"waiting until WAL segment {segment} is archived"))
         last_notice = [0.0]
 
         def waiting(state: ArchiverState, waited: float) -> None:
             if waited - last_notice[0] >= 2.0:
                 last_notice[0] = waited
-                reporter.emit("backup", state="InProgress", waitingSeconds=round(waited),
-                              lastArchivedWal=state.last_archived_wal,
-                              message=f"waiting {waited:.0f}s for WAL segment {segment} to be "
-                                      f"archived (last archived: {state.last_archived_wal})",
-                              **event)
+                reporter.emit(point(
+                    state="InProgress", waitingSeconds=round(waited),
+                    lastArchivedWal=state.last_archived_wal,
+                    message=f"waiting {waited:.0f}s for WAL segment {segment} to be "
+                            f"archived (last archived: {state.last_archived_wal})"))
 
         _Waiter(conn, segment, wait_seconds, waiting).wait()
     status = progress.BackupStatus(url="", verified=True, completedAt=progress.now(),
                                    method=METHOD, restorePoint=name, lsn=lsn)
-    reporter.emit("backup", state="Verified", message=f"restore point {name} at {lsn} is "
-                  f"archived (WAL segment {segment})", **event)
+    reporter.emit(point(state="Verified", message=f"restore point {name} at {lsn} is "
+                        f"archived (WAL segment {segment})"))
     return status
 
 

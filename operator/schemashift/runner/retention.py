@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
-from schemashift import db, durations, errors, progress, reasons
+from schemashift import db, durations, errors, events, progress, reasons
 from schemashift.runner import backup, dump_manifest
 from schemashift.runner import options_table as table
 from schemashift.runner.options import RunOptions
@@ -248,14 +248,14 @@ def after_backup(options: RunOptions, status: progress.BackupStatus | None,
                        stale_after_s=backup.ABANDONED_AFTER.total_seconds(), database=database,
                        protect=protect)
     except errors.SchemashiftError as exc:
-        reporter.emit("backup_retention", limits=limits.describe(), deleted=[], kept=[],
-                      message=f"retention not applied: {exc.args[0]}")
+        reporter.emit(events.BackupRetention(limits=limits.describe(), deleted=[], kept=[],
+                                             message=f"retention not applied: {exc.args[0]}"))
         return
     kept = [d.url for d in report.decisions if d.action == "keep"]
-    reporter.emit("backup_retention", limits=limits.describe(), deleted=report.deleted,
-                  kept=kept, problems=report.problems,
-                  message=f"retention ({limits.describe()}): deleted {len(report.deleted)}, "
-                          f"kept {len(kept)}")
+    reporter.emit(events.BackupRetention(
+        limits=limits.describe(), deleted=report.deleted, kept=kept, problems=report.problems,
+        message=f"retention ({limits.describe()}): deleted {len(report.deleted)}, "
+                f"kept {len(kept)}"))
 
 
 def _database_name(database_url: str) -> str:

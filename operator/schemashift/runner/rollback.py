@@ -19,7 +19,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from schemashift import reasons
+from schemashift import events, reasons
 from schemashift.progress import BackupStatus, Reporter, TargetedCopy
 from schemashift.runner import backup as backup_engine
 from schemashift.runner import copy_restore, schema_reparse, schema_snapshot
@@ -68,11 +68,12 @@ class _DowngradeProgress:
     reporter: Reporter
 
     def starting(self, revision: str) -> None:
-        self.reporter.emit("phase", phase="RollingBack", message=f"downgrading {revision}")
+        self.reporter.emit(events.PhaseEntered(phase="RollingBack",
+                                               message=f"downgrading {revision}"))
 
     def committed(self, revision: str | None) -> None:
-        self.reporter.emit("phase", phase="RollingBack",
-                           message=f"downgraded to {revision or 'base'}")
+        self.reporter.emit(events.PhaseEntered(phase="RollingBack",
+                                               message=f"downgraded to {revision or 'base'}"))
 
 
 @dataclass
@@ -233,8 +234,8 @@ class Rollback:
     def _restore(self) -> str | None:
         """Everything in the database replaced by the backup, in one transaction."""
         assert self.backup is not None
-        self.reporter.emit("phase", phase="RollingBack",
-                           message=f"restoring the verified backup {self.backup.url}")
+        self.reporter.emit(events.PhaseEntered(
+            phase="RollingBack", message=f"restoring the verified backup {self.backup.url}"))
         try:
             backup_engine.restore_backup(self.database_url, self.backup.url, clean=True, jobs=1,
                                          reporter=self.reporter)

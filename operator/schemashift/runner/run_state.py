@@ -8,12 +8,12 @@ database: every "the database is at X" a run reports is what the database says a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
-from schemashift import db, errors, redact, scripts
+from schemashift import db, errors, events, redact, scripts
 from schemashift.progress import (
     BackupStatus,
     Outcome,
@@ -55,13 +55,14 @@ class RunState:
     # -- progress ------------------------------------------------------------------------------
 
     def phase(self, phase: Phase, message: str) -> None:
-        self.reporter.emit("phase", phase=phase, message=redact.redact(message, self.password))
+        self.reporter.emit(events.PhaseEntered(phase=phase,
+                                               message=redact.redact(message, self.password)))
 
     def stage(self, status: StageStatus, state: StageState, **changes: Any) -> None:
         status.state = state
         for name, value in changes.items():
             setattr(status, name, value)
-        self.reporter.emit("stage", **status.__dict__)
+        self.reporter.emit(events.StageChanged(stage=replace(status)))  # a copy: it changes on
 
     def running_stage(self) -> StageStatus | None:
         return next((s for s in self.stages if s.state == "Running"), None)

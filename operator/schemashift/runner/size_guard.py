@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from schemashift import db, errors, progress, reasons
+from schemashift import db, errors, events, progress, reasons
 from schemashift.runner import options_table as table
 
 SAMPLE_SECONDS = 5.0
@@ -111,16 +111,16 @@ class SizeGuard:
         try:
             estimate = self._sample()
         except Exception as exc:  # the guard only ever refuses on evidence
-            self.reporter.emit("backup_estimate", message=f"no estimate of the dump's duration: "
-                                                          f"{type(exc).__name__}")
+            self.reporter.emit(events.EstimateUnavailable(
+                message=f"no estimate of the dump's duration: {type(exc).__name__}"))
             return
         if estimate is None:
             return
-        self.reporter.emit("backup_estimate", copiedBytes=round(estimate.copied),
-                           tableBytes=estimate.total, databaseBytes=estimate.database,
-                           mbps=round(estimate.rate / 1e6, 1),
-                           projectedSeconds=round(min(estimate.projected, 1e9)),
-                           remainingSeconds=round(estimate.remaining), fits=estimate.fits())
+        self.reporter.emit(events.BackupEstimate(
+            copiedBytes=round(estimate.copied), tableBytes=estimate.total,
+            databaseBytes=estimate.database, mbps=round(estimate.rate / 1e6, 1),
+            projectedSeconds=round(min(estimate.projected, 1e9)),
+            remainingSeconds=round(estimate.remaining), fits=estimate.fits()))
         if not estimate.fits():
             self.refusal = _refusal(estimate)
             stop_dump()

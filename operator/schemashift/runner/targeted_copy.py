@@ -32,7 +32,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from schemashift import db, errors, progress, reasons
+from schemashift import db, errors, events, progress, reasons
 from schemashift.plan.model import Destroyed, Plan
 from schemashift.progress import TargetedCopy
 from schemashift.runner import backup, copy_catalog
@@ -233,8 +233,8 @@ class _Copier:
         return _Shape(schema, table, BY_OTHER_COLUMNS, others, columns)
 
     def _skipped(self, target: _Target, why: str) -> None:
-        self.reporter.emit("targeted_copy", state="Skipped", revision=target.revision,
-                           table=target.where, message=f"not copied: {why}")
+        self.reporter.emit(events.CopySkipped(revision=target.revision, table=target.where,
+                                              message=f"not copied: {why}"))
 
 
 def _sealed(uploaded: UploadedStream, rows: int) -> dict[str, str]:
