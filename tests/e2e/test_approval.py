@@ -16,7 +16,7 @@ from kubernetes import client
 from schemashift import reasons
 from schemashift.kube import resource
 from tests.e2e.operator_fixtures import RBAC_DIR, Migrations
-from tests.e2e.test_chart_install import CHART, helm, template  # noqa: F401 (fixture)
+from tests.e2e.test_chart_install import CHART, template
 from tests.e2e.test_operator import ADD, CREATE, at_a1, spec
 from tests.e2e.test_policy import AUTHOR, author  # noqa: F401 (fixture)
 from tests.e2e.testbed.controlplane import ControlPlane
@@ -42,7 +42,7 @@ def reviewer(control_plane: ControlPlane, migrations: Migrations) -> Path:
 
 
 @pytest.fixture
-def approval_policy(control_plane: ControlPlane, helm: str, migrations: Migrations,  # noqa: F811
+def approval_policy(control_plane: ControlPlane, helm: str, migrations: Migrations,
                     author: Path) -> Iterator[None]:  # noqa: F811
     """The chart's approval policy bound to the test namespace, loaded by the API server."""
     ns = migrations.namespace

@@ -25,7 +25,7 @@ from tests.e2e.operator_fixtures import (
     OperatorProcess,
 )
 from tests.e2e.rights import SELF_REVIEWS, granted, rights
-from tests.e2e.test_chart_install import CHART, helm, template  # noqa: F401 (fixture)
+from tests.e2e.test_chart_install import CHART, template
 from tests.e2e.test_operator import CREATE, FAILING_C3, spec
 from tests.e2e.testbed.controlplane import ControlPlane
 from tests.fixtures import runner_cli
@@ -122,7 +122,7 @@ def test_the_operator_refuses_a_spec_that_shapes_the_pod(
 
 
 @pytest.fixture
-def admission_policy(control_plane: ControlPlane, helm: str, migrations: Migrations  # noqa: F811
+def admission_policy(control_plane: ControlPlane, helm: str, migrations: Migrations
                      ) -> Iterator[None]:
     """The chart's ValidatingAdmissionPolicy and binding, bound to the test namespace only."""
     ns = migrations.namespace
